@@ -1,0 +1,87 @@
+"""Verdicts of sandboxed executions: a status taxonomy and frozen result records."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Status(str, enum.Enum):
+    """Outcome of one test, or of a whole execution (the first failing test's status).
+
+    SANDBOX_ERROR is an infrastructure failure: it is retried and never scored as a model failure.
+    """
+
+    PASSED = "passed"
+    WRONG_ANSWER = "wrong_answer"
+    RUNTIME_ERROR = "runtime_error"
+    COMPILE_ERROR = "compile_error"
+    TIMEOUT = "timeout"
+    MEMORY_LIMIT = "memory_limit"
+    OUTPUT_LIMIT = "output_limit"
+    NOT_RUN = "not_run"
+    SANDBOX_ERROR = "sandbox_error"
+
+
+@dataclass(frozen=True)
+class TestOutcome:
+    """One test's verdict, computed in the host.
+
+    Attributes:
+        status: PASSED, or why it failed.
+        got: a short repr of what the program returned/printed (None when nothing came back).
+        message: a human-readable reason (failing assert with the value, or the exception).
+        traceback: the program's traceback, trimmed to the program's own frames ('' if none).
+        duration_ms: time the child spent on this test.
+    """
+
+    __test__ = False
+
+    status: Status
+    got: str | None = None
+    message: str = ""
+    traceback: str = ""
+    duration_ms: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return self.status is Status.PASSED
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    """The verdict of running one program on a list of tests.
+
+    Attributes:
+        status: PASSED iff every test passed; else the status of the first failure, or a
+            run-level status (COMPILE_ERROR, TIMEOUT, MEMORY_LIMIT, OUTPUT_LIMIT, SANDBOX_ERROR).
+        tests: one outcome per test, in order.
+        output: the program's stdout+stderr, head and tail, sanitised.
+        output_truncated: whether ``output`` lost its middle.
+        message: a run-level reason ("Timed out after 2.0 s", "Memory limit (1024 MB) exceeded").
+        wall_ms / cpu_ms: the child's wall-clock and CPU time.
+        cache_hit: served from the result cache.
+    """
+
+    status: Status
+    tests: tuple[TestOutcome, ...] = ()
+    output: str = ""
+    output_truncated: bool = False
+    message: str = ""
+    wall_ms: float = 0.0
+    cpu_ms: float = 0.0
+    cache_hit: bool = False
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def passed(self) -> bool:
+        return self.status is Status.PASSED
+
+    @property
+    def n_passed(self) -> int:
+        return sum(t.passed for t in self.tests)
+
+    @property
+    def n_total(self) -> int:
+        return len(self.tests)
