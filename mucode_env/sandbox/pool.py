@@ -1,0 +1,425 @@
+"""The host side of the sandbox: a pool of jailed fork-server workers with a result cache."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import queue
+import select
+import signal
+import struct
+import subprocess
+import threading
+import time
+import warnings
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING
+
+from mucode_env.errors import SandboxError
+from mucode_env.problem import TestCase
+from mucode_env.sandbox import jail
+from mucode_env.sandbox.checking import judge_call, judge_stdio
+from mucode_env.sandbox.limits import SandboxLimits
+from mucode_env.sandbox.results import ExecResult, Status
+from mucode_env.sandbox.seccomp import child_filter_bpf
+
+if TYPE_CHECKING:
+    from mucode_env.problem import Problem
+
+STARTUP_TIMEOUT_S = 30.0
+REPLY_MARGIN_S = 10.0
+DEFAULT_PRELOAD = ("numpy",)
+MAX_MESSAGE_BYTES = 256 << 20
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    """How the pool is built.
+
+    Attributes:
+        tier: "auto" (bwrap jail if it works, else the process tier with a warning), "bwrap",
+            "process", or "none" (no uid switch, no seccomp: explicit opt-in only).
+        n_workers: worker processes; default one per core.
+        preload: packages imported once per worker (and made visible inside the jail).
+        tmpfs_mb: size of each jail's private /tmp.
+        cache_size: results kept for identical (code, tests, limits); 0 disables the cache.
+        max_executions_per_worker: recycle a worker after this many executions.
+        retry_starved_timeouts: re-run once a TIMEOUT whose child got under half a CPU (the
+            machine was oversubscribed), so load does not turn into false negatives.
+        default_limits: limits for jobs that do not bring their own.
+    """
+
+    tier: str = "auto"
+    n_workers: int | None = None
+    preload: tuple[str, ...] = DEFAULT_PRELOAD
+    tmpfs_mb: int = 64
+    cache_size: int = 4096
+    max_executions_per_worker: int = 5000
+    retry_starved_timeouts: bool = True
+    default_limits: SandboxLimits = field(default_factory=SandboxLimits)
+
+    def __post_init__(self) -> None:
+        if self.tier not in jail.TIERS:
+            raise ValueError(f"tier must be one of {jail.TIERS}, got {self.tier!r}")
+        if self.n_workers is not None and self.n_workers < 1:
+            raise ValueError(f"n_workers must be >= 1 or None, got {self.n_workers}")
+        if self.tmpfs_mb < 1:
+            raise ValueError(f"tmpfs_mb must be >= 1, got {self.tmpfs_mb}")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One program to run on a list of tests (all FUNCTION style or all STDIO style)."""
+
+    code: str
+    tests: tuple[TestCase, ...]
+    setup: str = ""
+    limits: SandboxLimits | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.code, str):
+            raise TypeError(f"Job.code must be a str, got {type(self.code).__name__}")
+        object.__setattr__(self, "tests", tuple(self.tests))
+        kinds = {t.is_stdio for t in self.tests}
+        if len(kinds) > 1:
+            raise ValueError("a Job mixes stdin/stdout tests with function tests; split it into two jobs")
+
+    @property
+    def is_stdio(self) -> bool:
+        return bool(self.tests) and self.tests[0].is_stdio
+
+    def cache_key(self, limits: SandboxLimits) -> str:
+        payload = json.dumps([self.code, self.setup, [asdict(t) for t in self.tests], asdict(limits)], sort_keys=True)
+        return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class _Worker:
+    """One zygote process (jailed) and the pipe protocol to it."""
+
+    def __init__(self, tier: str, slot: int, config: SandboxConfig, seccomp_hex: str) -> None:
+        self.slot = slot
+        self.spec = jail.build_worker(tier, slot, config.preload, config.tmpfs_mb, seccomp_hex)
+        self.proc: subprocess.Popen | None = None
+        self.executions = 0
+        self.preloaded: list[str] = []
+        self.start()
+
+    def start(self) -> None:
+        self.proc = jail.start_process(self.spec)
+        self.executions = 0
+        try:
+            self._send(self.spec.config)
+            ready = self._receive(STARTUP_TIMEOUT_S)
+        except SandboxError as exc:
+            stderr = self._stderr_tail()
+            self.kill()
+            raise SandboxError(f"sandbox worker ({self.spec.tier} tier) failed to start: {exc}. {stderr}") from None
+        if not ready.get("ready"):
+            self.kill()
+            raise SandboxError(f"sandbox worker sent an unexpected greeting: {str(ready)[:200]}")
+        self.preloaded = ready.get("preloaded", [])
+
+    def _stderr_tail(self) -> str:
+        if self.proc is None or self.proc.stderr is None:
+            return ""
+        try:
+            if self.proc.poll() is not None:
+                return self.proc.stderr.read().decode("utf-8", "replace")[-500:]
+        except (OSError, ValueError):
+            pass
+        return ""
+
+    def _send(self, obj: dict) -> None:
+        assert self.proc is not None and self.proc.stdin is not None
+        data = json.dumps(obj, ensure_ascii=True).encode()
+        try:
+            self.proc.stdin.write(struct.pack(">I", len(data)) + data)
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError) as exc:
+            raise SandboxError(f"worker pipe closed ({exc})") from None
+
+    def _read_exact(self, n: int, deadline: float) -> bytes:
+        assert self.proc is not None and self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        chunks: list[bytes] = []
+        remaining = n
+        while remaining:
+            timeout = deadline - time.monotonic()
+            if timeout <= 0:
+                raise SandboxError("worker did not answer in time")
+            ready, _, _ = select.select([fd], [], [], timeout)
+            if not ready:
+                continue
+            chunk = os.read(fd, min(remaining, 1 << 20))
+            if not chunk:
+                raise SandboxError("worker exited")
+            chunks.append(chunk)
+            remaining -= len(chunk)
+        return b"".join(chunks)
+
+    def _receive(self, timeout_s: float) -> dict:
+        deadline = time.monotonic() + timeout_s
+        (size,) = struct.unpack(">I", self._read_exact(4, deadline))
+        if size > MAX_MESSAGE_BYTES:
+            raise SandboxError(f"worker sent an oversized message ({size} bytes)")
+        try:
+            return json.loads(self._read_exact(size, deadline))
+        except ValueError as exc:
+            raise SandboxError(f"worker sent malformed JSON ({exc})") from None
+
+    def request(self, payload: dict, timeout_s: float) -> dict:
+        self._send(payload)
+        reply = self._receive(timeout_s)
+        self.executions += 1
+        if "infra_error" in reply:
+            raise SandboxError(f"worker failed: {reply['infra_error']}")
+        return reply
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            self.proc.kill()
+        except ProcessLookupError:
+            pass
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            try:
+                if stream is not None:
+                    stream.close()
+            except OSError:
+                pass
+        self.proc = None
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+
+def _detect_tier(requested: str) -> str:
+    """The strongest tier that starts here: a real worker is launched and pinged to prove it."""
+    if requested != "auto":
+        return requested
+    if jail.bwrap_path() is not None:
+        try:
+            probe = _Worker("bwrap", 0, SandboxConfig(tier="bwrap", preload=()), child_filter_bpf().hex())
+            probe.kill()
+            return "bwrap"
+        except (SandboxError, OSError) as exc:
+            reason = str(exc)
+    else:
+        reason = "bwrap is not installed (apt-get install bubblewrap)"
+    warnings.warn(f"mucode sandbox: falling back to the 'process' tier (no namespaces, weaker file "
+                  f"isolation): {reason}", RuntimeWarning, stacklevel=3)
+    return "process"
+
+
+class Sandbox:
+    """Runs untrusted programs in a pool of jailed fork servers, one per core.
+
+    Programs never run in this process and never decide their own verdict: the child returns
+    plain values or stdout, and this process compares them with the hidden answers.
+
+    >>> with Sandbox() as sandbox:                                        # doctest: +SKIP
+    ...     result = sandbox.run("def f(x): return x + 1",
+    ...                          [TestCase("assert f(1) == 2", ("f(1)",), "assert _0 == 2")])
+    >>> result.status                                                      # doctest: +SKIP
+    <Status.PASSED: 'passed'>
+    """
+
+    def __init__(self, config: SandboxConfig | None = None) -> None:
+        self.config = config or SandboxConfig()
+        if self.config.tier == "none":
+            warnings.warn("mucode sandbox tier 'none': no uid switch and no seccomp filter. Use only for "
+                          "trusted code.", RuntimeWarning, stacklevel=2)
+        self.tier = _detect_tier(self.config.tier)
+        self._seccomp_hex = child_filter_bpf().hex() if self.tier != "none" else ""
+        n = self.config.n_workers or os.cpu_count() or 1
+        self._workers: list[_Worker] = []
+        try:
+            for slot in range(n):
+                self._workers.append(_Worker(self.tier, slot, self.config, self._seccomp_hex))
+        except BaseException:
+            self.close()
+            raise
+        self._idle: queue.Queue[_Worker] = queue.Queue()
+        for worker in self._workers:
+            self._idle.put(worker)
+        self._executor = ThreadPoolExecutor(max_workers=n, thread_name_prefix="mucode-sandbox")
+        self._cache: OrderedDict[str, ExecResult] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        self._closed = False
+        self.stats = {"executions": 0, "cache_hits": 0, "retries": 0, "restarts": 0}
+
+    # ---- public API --------------------------------------------------------------------------
+    @property
+    def n_workers(self) -> int:
+        return len(self._workers)
+
+    def run(self, code: str, tests: Sequence[TestCase], setup: str = "", limits: SandboxLimits | None = None) -> ExecResult:
+        """Run one program on ``tests``."""
+        return self.execute([Job(code, tuple(tests), setup, limits)])[0]
+
+    def run_problem(self, problem: "Problem", code: str, which: str = "public",
+                    limits: SandboxLimits | None = None) -> ExecResult:
+        """Run ``code`` on a problem's public or private tests with the problem's time limit."""
+        return self.execute([self.problem_job(problem, code, which, limits)])[0]
+
+    def problem_job(self, problem: "Problem", code: str, which: str = "public",
+                    limits: SandboxLimits | None = None) -> Job:
+        """The Job for ``code`` on ``problem``'s ``which`` ("public" or "private") tests."""
+        if which not in ("public", "private"):
+            raise ValueError(f"which must be 'public' or 'private', got {which!r}")
+        tests = problem.public_tests if which == "public" else problem.private_tests
+        if limits is None:  # the problem's calibrated time limit applies
+            limits = replace(self.config.default_limits, per_test_s=problem.time_limit_s)
+        return Job(code, tests, problem.test_setup, limits)
+
+    def execute(self, jobs: Iterable[Job]) -> list[ExecResult]:
+        """Run every job, all workers busy; identical jobs run once. Results keep the input order.
+
+        Raises:
+            SandboxError: a job failed for infrastructure reasons twice in a row.
+        """
+        if self._closed:
+            raise SandboxError("this Sandbox is closed")
+        jobs = list(jobs)
+        results: list[ExecResult | None] = [None] * len(jobs)
+        pending: dict[str, list[int]] = {}
+        for index, job in enumerate(jobs):
+            if not isinstance(job, Job):
+                raise TypeError(f"execute() takes Job objects, got {type(job).__name__} at index {index}")
+            key = job.cache_key(self._limits(job))
+            cached = self._cache_get(key)
+            if cached is not None:
+                results[index] = cached
+            else:
+                pending.setdefault(key, []).append(index)
+        futures = {key: self._executor.submit(self._run_job, jobs[indices[0]]) for key, indices in pending.items()}
+        for key, future in futures.items():
+            result = future.result()
+            if result.status is not Status.SANDBOX_ERROR:
+                self._cache_put(key, result)
+            for n, index in enumerate(pending[key]):
+                results[index] = result if n == 0 else replace(result, cache_hit=True)
+        return results  # type: ignore[return-value]
+
+    def close(self) -> None:
+        """Kill every worker (idempotent)."""
+        if getattr(self, "_closed", False):
+            return
+        self._closed = True
+        executor = getattr(self, "_executor", None)
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
+        for worker in self._workers:
+            worker.kill()
+
+    def __enter__(self) -> "Sandbox":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def worker_pids(self) -> list[int]:
+        return [w.proc.pid for w in self._workers if w.proc is not None]
+
+    # ---- internals ---------------------------------------------------------------------------
+    def _limits(self, job: Job) -> SandboxLimits:
+        return job.limits or self.config.default_limits
+
+    def _cache_get(self, key: str) -> ExecResult | None:
+        if not self.config.cache_size:
+            return None
+        with self._cache_lock:
+            result = self._cache.get(key)
+            if result is None:
+                return None
+            self._cache.move_to_end(key)
+            self.stats["cache_hits"] += 1
+        return replace(result, cache_hit=True)
+
+    def _cache_put(self, key: str, result: ExecResult) -> None:
+        if not self.config.cache_size:
+            return
+        with self._cache_lock:
+            self._cache[key] = result
+            while len(self._cache) > self.config.cache_size:
+                self._cache.popitem(last=False)
+
+    def _payload(self, job: Job, limits: SandboxLimits) -> tuple[dict, float]:
+        if job.is_stdio:
+            deadline = limits.total_s or limits.per_test_s + 1.0
+            payload = {"mode": "stdio", "code": job.code, "stdins": [t.stdin for t in job.tests],
+                       "per_test_s": limits.per_test_s}
+            reply_timeout = len(job.tests) * (deadline + 1.0) + REPLY_MARGIN_S
+        else:
+            deadline = limits.deadline_s(len(job.tests))
+            payload = {"mode": "call", "code": job.code, "setup": job.setup,
+                       "tests": [list(t.exprs) for t in job.tests], "per_test_s": limits.per_test_s}
+            reply_timeout = deadline + REPLY_MARGIN_S
+        payload["value_bytes"] = limits.value_bytes
+        payload["limits"] = {
+            "deadline_s": deadline, "cpu_s": int(deadline) + 1, "memory_mb": limits.memory_mb,
+            "fsize_mb": limits.fsize_mb, "nofile": limits.nofile, "nproc": limits.nproc,
+            "capture_bytes": limits.capture_bytes,
+        }
+        return payload, reply_timeout
+
+    def _run_job(self, job: Job) -> ExecResult:
+        limits = self._limits(job)
+        if not job.tests:
+            return ExecResult(Status.PASSED)
+        payload, reply_timeout = self._payload(job, limits)
+        deadline = payload["limits"]["deadline_s"]
+        last_error = ""
+        for attempt in range(2):
+            worker = self._idle.get()
+            try:
+                if not worker.alive() or worker.executions >= self.config.max_executions_per_worker:
+                    worker.restart()
+                    self.stats["restarts"] += 1
+                reply = worker.request(payload, reply_timeout)
+            except SandboxError as exc:
+                last_error = str(exc)
+                self.stats["retries"] += 1
+                try:
+                    worker.restart()
+                    self.stats["restarts"] += 1
+                except SandboxError as restart_error:
+                    last_error += f"; restart failed: {restart_error}"
+                continue
+            finally:
+                self._idle.put(worker)
+            self.stats["executions"] += 1
+            runs = reply.get("runs") or []
+            if job.is_stdio:
+                result = judge_stdio(job.tests, runs, limits.memory_mb, limits.fsize_mb, deadline)
+            else:
+                result = judge_call(job.tests, runs[0] if runs else {}, limits.memory_mb, limits.fsize_mb, deadline)
+            starved = result.cpu_ms < 0.5 * result.wall_ms
+            if (attempt == 0 and result.status is Status.TIMEOUT and self.config.retry_starved_timeouts and starved):
+                self.stats["retries"] += 1
+                continue
+            return result
+        return ExecResult(Status.SANDBOX_ERROR, message=f"sandbox failure (retried once): {last_error}")

@@ -1,0 +1,478 @@
+"""The fork server that runs inside each sandbox worker (standard library only).
+
+It is started once per worker, inside the jail, as ``python -I -S zygote.py``. It pre-imports
+common modules, then serves requests from the host over stdin/stdout (4-byte big-endian length +
+JSON). For every execution it forks a child that drops privileges and applies its limits
+*before* any untrusted code runs:
+
+    setsid -> fds (stdin, capture memfds, result memfd) -> rlimits -> scratch dir
+    -> setgroups/setgid/setuid(slot uid) -> PR_SET_NO_NEW_PRIVS -> seccomp -> run the program
+
+The zygote never receives expected outputs; the child only reports plain values (or stdout for
+stdio problems) and the host decides the verdict. The zygote enforces the wall-clock deadline
+with SIGKILL of the child's process group.
+
+This file must not import anything from the project: the project tree is not mounted in the jail.
+"""
+
+import ctypes
+import json
+import os
+import resource
+import select
+import shutil
+import signal
+import struct
+import sys
+import time
+
+# Modules imported once in the zygote so that children start warm (copy-on-write).
+PRELOAD = (
+    "re", "math", "cmath", "heapq", "bisect", "collections", "itertools", "functools", "string",
+    "random", "statistics", "fractions", "decimal", "operator", "copy", "typing", "datetime",
+    "json", "hashlib", "array", "struct", "textwrap", "unicodedata", "traceback", "dataclasses",
+    "enum", "abc", "numbers", "io", "sys", "time",
+)
+RESULT_FD = 3
+PR_SET_NO_NEW_PRIVS = 38
+PR_SET_SECCOMP = 22
+SECCOMP_MODE_FILTER = 2
+MAX_DEPTH = 50
+USER_FILES = ("solution.py", "test_setup.py", "<test>")
+
+
+class _Alarm(BaseException):
+    """Raised by SIGALRM in the child: the current test ran past its time budget.
+
+    A BaseException so that a bare ``except Exception`` in the program cannot swallow it.
+    """
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _NotPlain(Exception):
+    pass
+
+
+def _encode(value, depth=0):
+    """Encode plain builtin data as tagged JSON. Exact types only: subclasses are refused."""
+    if depth > MAX_DEPTH:
+        raise _NotPlain("value nested more than %d levels deep" % MAX_DEPTH)
+    t = type(value)
+    if value is None or t is bool or t is str:
+        return value
+    if t is int:
+        if -(1 << 53) < value < (1 << 53):
+            return value
+        return {"i": hex(value)}
+    if t is float:
+        return {"f": float.hex(value)}
+    if t is complex:
+        return {"c": [float.hex(value.real), float.hex(value.imag)]}
+    if t is bytes:
+        return {"b": value.hex()}
+    if t is list:
+        return [_encode(v, depth + 1) for v in value]
+    if t is tuple:
+        return {"t": [_encode(v, depth + 1) for v in value]}
+    if t is set or t is frozenset:
+        return {"s" if t is set else "fs": [_encode(v, depth + 1) for v in value]}
+    if t is dict:
+        return {"d": [[_encode(k, depth + 1), _encode(v, depth + 1)] for k, v in value.items()]}
+    raise _NotPlain("returned a %s; tests accept only plain builtin values "
+                    "(None, bool, int, float, complex, str, bytes, list, tuple, set, dict)"
+                    % getattr(t, "__qualname__", "non-builtin object"))
+
+
+def _short_traceback(exc, limit_chars=1500):
+    """The exception with only the program's own frames (never sandbox frames)."""
+    import traceback
+
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename in USER_FILES]
+    lines = []
+    if frames:
+        lines.append("Traceback (most recent call last):\n")
+        lines.extend(traceback.format_list(frames))
+    try:
+        lines.extend(traceback.format_exception_only(type(exc), exc))
+    except BaseException:  # a hostile __str__ must not break reporting
+        lines.append(type(exc).__name__ + "\n")
+    text = "".join(lines)
+    return text[-limit_chars:]
+
+
+def _exc_message(exc):
+    try:
+        return str(exc)[:300]
+    except BaseException:
+        return "<unprintable exception>"
+
+
+def _exc_type(exc):
+    try:
+        return type(exc).__name__[:100]
+    except BaseException:
+        return "Exception"
+
+
+def _write_record(record):
+    data = (json.dumps(record, ensure_ascii=True) + "\n").encode()
+    view = memoryview(data)
+    while view:
+        n = os.write(RESULT_FD, view)
+        view = view[n:]
+
+
+def _on_alarm(signum, frame):
+    raise _Alarm()
+
+
+def _set_alarm(seconds):
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+
+
+def _error_record(test_index, exc, started, kind="error"):
+    if isinstance(exc, _Alarm):
+        return {"t": test_index, "ok": False, "kind": "timeout", "ms": (time.perf_counter() - started) * 1e3}
+    record = {
+        "t": test_index, "ok": False, "kind": kind,
+        "etype": _exc_type(exc), "emsg": _exc_message(exc), "tb": _short_traceback(exc),
+        "ms": (time.perf_counter() - started) * 1e3,
+    }
+    if isinstance(exc, SyntaxError):
+        record["kind"] = "compile"
+    if isinstance(exc, MemoryError):
+        record["kind"] = "memory"
+    if isinstance(exc, RecursionError):
+        record["kind"] = "error"
+    return record
+
+
+def _run_call(request):
+    """Child side of a function-style execution: load, set up, evaluate every test's exprs."""
+    per_test_s = float(request["per_test_s"])
+    value_bytes = int(request["value_bytes"])
+    namespace = {"__name__": "__main__", "__builtins__": __builtins__}
+    started = time.perf_counter()
+    try:
+        program = compile(request["code"], "solution.py", "exec", dont_inherit=True)
+    except BaseException as exc:  # SyntaxError, ValueError (NUL bytes), RecursionError, MemoryError
+        record = _error_record(-1, exc, started, kind="compile")
+        if isinstance(exc, MemoryError):
+            record["kind"] = "memory"
+        _write_record(record)
+        return
+    try:
+        _set_alarm(per_test_s)
+        exec(program, namespace)
+        if request.get("setup"):
+            exec(compile(request["setup"], "test_setup.py", "exec", dont_inherit=True), namespace)
+        _set_alarm(0)
+    except BaseException as exc:
+        _set_alarm(0)
+        record = _error_record(-1, exc, started, kind="load")
+        if isinstance(exc, SystemExit):
+            record["etype"], record["emsg"] = "SystemExit", "the program exited before the tests ran"
+        _write_record(record)
+        return
+    for index, exprs in enumerate(request["tests"]):
+        started = time.perf_counter()
+        try:
+            _set_alarm(per_test_s)
+            values = [eval(compile(e, "<test>", "eval", dont_inherit=True), namespace) for e in exprs]
+            _set_alarm(0)
+            encoded = json.dumps([_encode(v) for v in values], ensure_ascii=True)
+            if len(encoded) > value_bytes:
+                raise _TooLarge("return value larger than %d bytes" % value_bytes)
+            _write_record({"t": index, "ok": True, "v": encoded, "ms": (time.perf_counter() - started) * 1e3})
+        except BaseException as exc:
+            _set_alarm(0)
+            record = _error_record(index, exc, started)
+            if isinstance(exc, (_NotPlain, _TooLarge)):
+                record["kind"] = "bad_value"
+                record["tb"] = ""
+            if isinstance(exc, SystemExit):
+                record["etype"], record["emsg"] = "SystemExit", "the program called exit() during a test"
+            _write_record(record)
+
+
+def _run_stdio(request):
+    """Child side of a stdin/stdout execution: run the program as __main__."""
+    started = time.perf_counter()
+    namespace = {"__name__": "__main__", "__builtins__": __builtins__}
+    try:
+        program = compile(request["code"], "solution.py", "exec", dont_inherit=True)
+    except BaseException as exc:
+        _write_record(_error_record(-1, exc, started, kind="compile"))
+        return
+    try:
+        _set_alarm(float(request["per_test_s"]))
+        exec(program, namespace)
+        _set_alarm(0)
+    except SystemExit as exc:
+        _set_alarm(0)
+        code = exc.code
+        if code not in (None, 0):
+            _write_record({"t": 0, "ok": False, "kind": "error", "etype": "SystemExit",
+                           "emsg": "exit status %r" % (code,), "tb": "", "ms": (time.perf_counter() - started) * 1e3})
+            return
+    except BaseException as exc:
+        _set_alarm(0)
+        _write_record(_error_record(0, exc, started))
+        return
+    try:
+        sys.stdout.flush()
+    except BaseException:
+        pass
+    _write_record({"t": 0, "ok": True, "ms": (time.perf_counter() - started) * 1e3})
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte), ("k", ctypes.c_uint)]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter))]
+
+
+class Zygote:
+    def __init__(self, config):
+        self.uid = config.get("uid")  # None: do not switch uid (not root)
+        self.scratch_root = config["scratch_root"]
+        self.seccomp_bpf = bytes.fromhex(config["seccomp_bpf"]) if config.get("seccomp_bpf") else b""
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        self.libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+        self.tmp_counter = 0
+        if self.seccomp_bpf:
+            n = len(self.seccomp_bpf) // 8
+            self._filters = (_SockFilter * n).from_buffer_copy(self.seccomp_bpf)
+            self._prog = _SockFprog(n, ctypes.cast(self._filters, ctypes.POINTER(_SockFilter)))
+
+    # ---- child -------------------------------------------------------------------------------
+    def _child(self, request, scratch, stdin_fd, out_fd, err_fd, result_fd, limits):
+        os.setsid()
+        os.dup2(stdin_fd, 0)
+        os.dup2(out_fd, 1)
+        os.dup2(err_fd, 2)
+        os.dup2(result_fd, RESULT_FD)
+        # Close every other inherited descriptor (host pipes among them).
+        os.closerange(RESULT_FD + 1, 65536)
+        signal.signal(signal.SIGXFSZ, signal.SIG_DFL)  # output floods die by SIGXFSZ
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        signal.signal(signal.SIGALRM, _on_alarm)
+        memory = limits["memory_mb"] << 20
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+        cpu = int(limits["cpu_s"])
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+        fsize = limits["fsize_mb"] << 20
+        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limits["nofile"], limits["nofile"]))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        os.chdir(scratch)
+        if self.uid is not None:
+            resource.setrlimit(resource.RLIMIT_NPROC, (limits["nproc"], limits["nproc"]))
+            os.setgroups([])
+            os.setgid(self.uid)
+            os.setuid(self.uid)
+        else:
+            # Without a uid switch RLIMIT_NPROC would count the whole user; seccomp forbids forks.
+            pass
+        if self.libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+            os._exit(121)
+        if self.seccomp_bpf:
+            if self.libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(self._prog), 0, 0) != 0:
+                os._exit(122)
+        os.environ.clear()
+        os.environ.update({"PYTHONHASHSEED": "0", "HOME": scratch, "LANG": "C.UTF-8"})
+        import random
+
+        random.seed(0)
+        sys.set_int_max_str_digits(0)
+        sys.argv = ["solution.py"]
+        sys.stdin = open(0, "r", encoding="utf-8", errors="replace", closefd=False)
+        sys.stdout = open(1, "w", encoding="utf-8", errors="backslashreplace", closefd=False, buffering=1 << 16)
+        sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False, buffering=1)
+        if request["mode"] == "stdio":
+            _run_stdio(request)
+        else:
+            _run_call(request)
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except BaseException:
+            pass
+
+    # ---- parent ------------------------------------------------------------------------------
+    def _memfd(self, name, data=b""):
+        fd = os.memfd_create(name, 0)
+        if data:
+            os.write(fd, data)
+            os.lseek(fd, 0, os.SEEK_SET)
+        return fd
+
+    def _read_capture(self, fd, capture_bytes):
+        size = os.fstat(fd).st_size
+        if size <= capture_bytes:
+            return os.pread(fd, size, 0).decode("utf-8", "replace"), False, size
+        half = capture_bytes // 2
+        head = os.pread(fd, half, 0).decode("utf-8", "replace")
+        tail = os.pread(fd, half, size - half).decode("utf-8", "replace")
+        return head + "\n... [output truncated] ...\n" + tail, True, size
+
+    def _wipe(self, scratch):
+        # Never follow symlinks the program left behind.
+        if os.path.lexists(scratch):
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def _new_scratch(self):
+        self.tmp_counter += 1
+        scratch = os.path.join(self.scratch_root, "s%d" % self.tmp_counter)
+        os.mkdir(scratch, 0o700)
+        if self.uid is not None:
+            os.chown(scratch, self.uid, self.uid)
+        return scratch
+
+    def execute_one(self, request, limits, stdin=b"", keep_stdout=False):
+        """Fork one child, wait for it under the deadline, collect what it left."""
+        scratch = self._new_scratch()
+        stdin_fd = self._memfd("stdin", stdin) if stdin else os.open(os.devnull, os.O_RDONLY)
+        out_fd = self._memfd("out")
+        err_fd = self._memfd("err") if keep_stdout else out_fd
+        result_fd = self._memfd("result")
+        deadline_s = float(limits["deadline_s"])
+        started = time.monotonic()
+        usage_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            try:
+                self._child(request, scratch, stdin_fd, out_fd, err_fd, result_fd, limits)
+            except BaseException:
+                pass
+            os._exit(0)
+        timed_out = False
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:
+            pidfd = None
+        status = None
+        while True:
+            remaining = deadline_s - (time.monotonic() - started)
+            if remaining <= 0:
+                timed_out = True
+                break
+            if pidfd is not None:
+                ready, _, _ = select.select([pidfd], [], [], remaining)
+                if ready:
+                    break
+            else:
+                done, st = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    status = st
+                    break
+                time.sleep(min(0.005, remaining))
+        if status is None:
+            if timed_out:
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            _, status = os.waitpid(pid, 0)
+        if pidfd is not None:
+            os.close(pidfd)
+        wall_ms = (time.monotonic() - started) * 1e3
+        usage_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu_ms = ((usage_after.ru_utime - usage_before.ru_utime) + (usage_after.ru_stime - usage_before.ru_stime)) * 1e3
+        capture = int(limits["capture_bytes"])
+        output, truncated, output_size = self._read_capture(out_fd, capture)
+        stdout_full = None
+        if keep_stdout:
+            size = os.fstat(out_fd).st_size
+            stdout_full = os.pread(out_fd, size, 0).decode("utf-8", "replace")
+            stderr_text, _, _ = self._read_capture(err_fd, capture)
+            output = stderr_text
+        result_size = os.fstat(result_fd).st_size
+        records = os.pread(result_fd, min(result_size, 64 << 20), 0).decode("utf-8", "replace")
+        for fd in {stdin_fd, out_fd, err_fd, result_fd}:
+            os.close(fd)
+        self._wipe(scratch)
+        reply = {
+            "records": records,
+            "output": output,
+            "output_truncated": truncated,
+            "output_size": output_size,
+            "timed_out": timed_out,
+            "exit_code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
+            "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
+            "wall_ms": wall_ms,
+            "cpu_ms": cpu_ms,
+        }
+        if keep_stdout:
+            reply["stdout"] = stdout_full
+        return reply
+
+    def handle(self, request):
+        limits = request["limits"]
+        if request["mode"] == "stdio":
+            runs = []
+            for stdin in request["stdins"]:
+                runs.append(self.execute_one(request, limits, stdin=stdin.encode("utf-8"), keep_stdout=True))
+            return {"runs": runs}
+        return {"runs": [self.execute_one(request, limits)]}
+
+
+def _read_exact(stream, n):
+    data = b""
+    while len(data) < n:
+        chunk = stream.read(n - len(data))
+        if not chunk:
+            raise EOFError
+        data += chunk
+    return data
+
+
+def _send(stream, obj):
+    data = json.dumps(obj).encode()
+    stream.write(struct.pack(">I", len(data)) + data)
+    stream.flush()
+
+
+def main():
+    inp = sys.stdin.buffer
+    out = sys.stdout.buffer
+    config = json.loads(_read_exact(inp, struct.unpack(">I", _read_exact(inp, 4))[0]))
+    for path in config.get("sys_path", []):
+        sys.path.append(path)
+    preloaded = []
+    for name in list(PRELOAD) + list(config.get("preload", [])):
+        try:
+            __import__(name)
+            preloaded.append(name)
+        except Exception:
+            pass
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    zygote = Zygote(config)
+    _send(out, {"ready": True, "pid": os.getpid(), "preloaded": preloaded})
+    while True:
+        try:
+            header = _read_exact(inp, 4)
+        except EOFError:
+            return
+        request = json.loads(_read_exact(inp, struct.unpack(">I", header)[0]))
+        if request.get("op") == "ping":
+            _send(out, {"pong": True})
+            continue
+        try:
+            reply = zygote.handle(request)
+        except Exception as exc:  # report infrastructure trouble; the host retries
+            reply = {"infra_error": "%s: %s" % (type(exc).__name__, exc)}
+        _send(out, reply)
+
+
+if __name__ == "__main__":
+    main()
