@@ -42,7 +42,7 @@ class TestOutcome:
     got: str | None = None
     message: str = ""
     traceback: str = ""
-    duration_ms: float = 0.0
+    duration_ms: float = field(default=0.0, compare=False)  # timing is not part of the verdict
 
     @property
     def passed(self) -> bool:
@@ -69,9 +69,9 @@ class ExecResult:
     output: str = ""
     output_truncated: bool = False
     message: str = ""
-    wall_ms: float = 0.0
-    cpu_ms: float = 0.0
-    cache_hit: bool = False
+    wall_ms: float = field(default=0.0, compare=False)  # equal results = same verdict and output
+    cpu_ms: float = field(default=0.0, compare=False)
+    cache_hit: bool = field(default=False, compare=False)
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property

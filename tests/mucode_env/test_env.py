@@ -1,0 +1,181 @@
+"""The environment's contract: spaces, episodes, rewards, termination, bad input, no leaks."""
+
+from __future__ import annotations
+
+import json
+
+import gymnasium as gym
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import mucode_env
+from mucode_env import EpisodeError, IOStyle, MuCodeEnv, Problem, TestCase, UnknownEnvError, UnknownProblemError
+
+SECRET = "SECRET_PRIVATE_7431"
+
+
+def call_test(call: str, expected: str) -> TestCase:
+    return TestCase(f"assert {call} == {expected}", (call,), f"assert _0 == {expected}")
+
+
+def toy_problems() -> list[Problem]:
+    inc = Problem("Toy/inc", "Return x + 1.", IOStyle.FUNCTION, "f", (call_test("f(1)", "2"),),
+                  (call_test("f(5)", "6"), call_test("f(len('" + SECRET + "'))", str(len(SECRET) + 1))),
+                  "def f(x):\n    return x + 1")
+    echo = Problem("Toy/echo", "Print the sum of two integers.", IOStyle.STDIO, None,
+                   (TestCase("Input: 1 2", stdin="1 2\n", expected_stdout="3\n"),),
+                   (TestCase("hidden " + SECRET, stdin="40 2\n", expected_stdout="42\n"),),
+                   "a, b = map(int, input().split())\nprint(a + b)")
+    return [inc, echo]
+
+
+def fenced(code: str) -> str:
+    return f"Let me think.\n```python\n{code}\n```\nDone."
+
+
+@pytest.fixture()
+def env(sandbox):
+    e = MuCodeEnv(problems=toy_problems(), sandbox=sandbox, max_turns=3)
+    yield e
+    e.close()
+
+
+def test_episode_with_feedback_then_success(env):
+    obs, info = env.reset(seed=0, options={"problem_id": "Toy/inc"})
+    assert obs["turn"] == 0 and obs["history"] == () and "assert f(1) == 2" in obs["prompt"]
+    obs, reward, terminated, truncated, info = env.step(fenced("def f(x):\n    return x + 2"))
+    assert (reward, terminated, truncated) == (0.0, False, False)
+    assert "Test failed: assert f(1) == 2" in info["feedback"] and "returned: 3" in info["feedback"]
+    assert info["public_passed"] is False and info["status"] == "wrong_answer"
+    obs, reward, terminated, truncated, info = env.step(fenced("def f(x):\n    return x + 1"))
+    assert (reward, terminated, truncated) == (1.0, True, False)
+    assert info["feedback"] == "Code passed all tests" and info["oracle"] == 1.0
+    messages = mucode_env.to_messages(obs)
+    assert [m["role"] for m in messages] == ["user", "assistant", "user", "assistant", "user"]
+    assert messages[2]["content"].startswith("Feedback:\n")
+
+
+def test_public_pass_private_fail_terminates_with_zero_reward(env):
+    env.reset(options={"problem_id": "Toy/inc"})
+    _, reward, terminated, _, info = env.step(fenced("def f(x):\n    return 2"))
+    assert terminated and reward == 0.0
+    assert info["public_passed"] and not info["private_passed"]
+
+
+def test_oracle_termination_continues_until_private_pass(sandbox):
+    env = MuCodeEnv(problems=toy_problems(), sandbox=sandbox, termination="oracle", max_turns=2)
+    env.reset(options={"problem_id": "Toy/inc"})
+    _, reward, terminated, truncated, _ = env.step(fenced("def f(x):\n    return 2"))
+    assert (reward, terminated, truncated) == (0.0, False, False)
+    _, reward, terminated, truncated, _ = env.step(fenced("def f(x):\n    return 2"))
+    assert (reward, terminated, truncated) == (0.0, False, True)
+
+
+def test_truncation_and_per_turn_reward(sandbox):
+    env = MuCodeEnv(problems=toy_problems(), sandbox=sandbox, max_turns=2, reward_mode="per_turn")
+    env.reset(options={"problem_id": "Toy/inc"})
+    _, reward, terminated, truncated, _ = env.step(fenced("def f(x):\n    return 0"))
+    assert (reward, terminated, truncated) == (0.0, False, False)
+    _, reward, terminated, truncated, _ = env.step(fenced("def f(x):\n    return 0"))
+    assert (terminated, truncated) == (False, True)
+    with pytest.raises(EpisodeError):
+        env.step(fenced("def f(x):\n    return x + 1"))
+
+
+def test_stdio_problem(env):
+    env.reset(options={"problem_id": "Toy/echo"})
+    _, reward, terminated, _, info = env.step(fenced("print(sum(map(int, input().split())))"))
+    assert reward == 1.0 and terminated and info["private_passed"]
+
+
+def test_private_tests_never_reach_observations(env):
+    """Programs that print, raise or return their inputs must not leak private test text."""
+    leaky = [
+        "def f(x):\n    print('ARGS', x, globals())\n    return x",
+        "def f(x):\n    raise ValueError(repr(x) * 3)",
+        "import sys\ndef f(x):\n    sys.stderr.write(str(x))\n    return None",
+        "import sys\nprint(sys.stdin.read())",
+        "data = input()\nprint(data, data)",
+    ]
+    for pid in ("Toy/inc", "Toy/echo"):
+        for code in leaky:
+            obs, _ = env.reset(options={"problem_id": pid})
+            observations = [obs]
+            done = False
+            while not done:
+                obs, _, terminated, truncated, info = env.step(fenced(code))
+                observations.append(obs)
+                done = terminated or truncated
+            text = json.dumps(observations)
+            assert SECRET not in text
+            assert "40 2" not in text and "f(5)" not in text
+            assert "private" not in text.lower()
+
+
+def test_bad_actions_are_errors_or_scored_failures(env):
+    env.reset(options={"problem_id": "Toy/inc"})
+    with pytest.raises(TypeError, match="str"):
+        env.step(123)  # type: ignore[arg-type]
+    _, reward, _, _, info = env.step("")
+    assert reward == 0.0 and info["status"] == "compile_error" and "No code" in info["feedback"]
+    _, _, _, _, info = env.step("I cannot solve this problem, sorry.")
+    assert info["status"] == "compile_error" and "SyntaxError" in info["feedback"]
+    obs, reward, _, truncated, info = env.step("x" * (env.config.max_action_chars + 1))
+    assert truncated and reward == 0.0 and "too long" in info["feedback"]
+    assert len(obs["history"][-1]["response"]) == env.config.max_action_chars
+
+
+def test_unknown_ids_get_specific_errors(sandbox):
+    with pytest.raises(UnknownProblemError, match="Did you mean"):
+        env = MuCodeEnv(problems=toy_problems(), sandbox=sandbox)
+        env.reset(options={"problem_id": "Toy/incc"})
+    with pytest.raises(UnknownProblemError):
+        MuCodeEnv(problems=toy_problems(), sandbox=sandbox, problem_ids=["Toy/nope"])
+    with pytest.raises(gym.error.Error):
+        gym.make("MuCode-MBPPP-v0")
+    with pytest.raises(UnknownEnvError, match="MuCode-MBPP-v0"):
+        mucode_env.make_vec("MuCode-MBPPP-v0", 2)
+    with pytest.raises(ValueError, match="unknown reset option"):
+        MuCodeEnv(problems=toy_problems(), sandbox=sandbox).reset(options={"problemid": "Toy/inc"})
+    with pytest.raises(EpisodeError):
+        MuCodeEnv(problems=toy_problems(), sandbox=sandbox).step("x")
+
+
+def test_config_validation(sandbox):
+    for bad in ({"max_turns": 0}, {"termination": "private"}, {"reward_mode": "dense"}):
+        with pytest.raises(ValueError):
+            MuCodeEnv(problems=toy_problems(), sandbox=sandbox, **bad)
+
+
+def test_reset_is_reproducible_per_seed(sandbox):
+    a = MuCodeEnv(problems=toy_problems() * 1, sandbox=sandbox)
+    b = MuCodeEnv(problems=toy_problems() * 1, sandbox=sandbox)
+    ids_a = [a.reset(seed=s)[0]["problem_id"] for s in range(10)]
+    ids_b = [b.reset(seed=s)[0]["problem_id"] for s in range(10)]
+    assert ids_a == ids_b and len(set(ids_a)) == 2
+
+
+def test_check_env_passes(env):
+    check_env(env, skip_render_check=True)
+
+
+def test_step_batch_matches_sequential_steps(sandbox):
+    actions = [fenced("def f(x):\n    return x + 1"), fenced("def f(x):\n    return x"), "no code here"]
+    batch_envs = [MuCodeEnv(problems=toy_problems(), sandbox=sandbox) for _ in actions]
+    solo_envs = [MuCodeEnv(problems=toy_problems(), sandbox=sandbox) for _ in actions]
+    for e in batch_envs + solo_envs:
+        e.reset(options={"problem_id": "Toy/inc"})
+    batched = mucode_env.step_batch(batch_envs, actions)
+    solo = [e.step(a) for e, a in zip(solo_envs, actions)]
+    for (o1, r1, te1, tr1, i1), (o2, r2, te2, tr2, i2) in zip(batched, solo):
+        assert o1 == o2 and (r1, te1, tr1) == (r2, te2, tr2) and i1["feedback"] == i2["feedback"]
+
+
+def test_vector_env_autoresets_next_step(sandbox):
+    vec = mucode_env.MuCodeVectorEnv([MuCodeEnv(problems=toy_problems(), sandbox=sandbox) for _ in range(2)])
+    obs, _ = vec.reset(seed=3, options=[{"problem_id": "Toy/inc"}, {"problem_id": "Toy/inc"}])
+    obs, rewards, terminated, truncated, infos = vec.step([fenced("def f(x):\n    return x + 1"), "nothing"])
+    assert rewards.tolist() == [1.0, 0.0] and terminated.tolist() == [True, False]
+    obs, rewards, terminated, _, _ = vec.step(["ignored", "nothing"])
+    assert obs[0]["turn"] == 0 and obs[1]["turn"] == 2 and rewards.tolist() == [0.0, 0.0]
+    vec.close()
