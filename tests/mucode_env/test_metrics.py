@@ -1,0 +1,43 @@
+"""Metrics against hand-computed values and the brute-force definition of pass@k."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+
+from mucode_env.metrics import accuracy_by_turn, pass_at_k, turns_to_solve, wilson_interval
+
+
+def brute_force_pass_at_k(n: int, c: int, k: int) -> float:
+    samples = [1] * c + [0] * (n - c)
+    subsets = list(itertools.combinations(range(n), k))
+    return sum(any(samples[i] for i in s) for s in subsets) / len(subsets)
+
+
+@pytest.mark.parametrize("n,c,k", [(5, 0, 1), (5, 1, 1), (5, 2, 3), (6, 3, 2), (8, 8, 4), (7, 1, 7)])
+def test_pass_at_k_matches_its_definition(n, c, k):
+    assert math.isclose(pass_at_k(n, c, k), brute_force_pass_at_k(n, c, k), rel_tol=1e-9, abs_tol=1e-12)
+
+
+def test_pass_at_k_rejects_bad_arguments():
+    for args in ((5, 6, 1), (5, 1, 0), (5, 1, 6), (5, -1, 1)):
+        with pytest.raises(ValueError):
+            pass_at_k(*args)
+
+
+def test_accuracy_by_turn_keeps_the_last_answer_of_early_stoppers():
+    episodes = [[1.0], [0.0, 1.0], [0.0, 0.0, 0.0], [0.0, 0.0, 1.0]]
+    assert accuracy_by_turn(episodes, 3) == [0.25, 0.5, 0.75]
+    assert accuracy_by_turn([], 2) == [0.0, 0.0]
+    assert turns_to_solve(episodes) == pytest.approx((1 + 2 + 3) / 3)
+    assert turns_to_solve([[0.0]]) is None
+
+
+def test_wilson_interval_contains_the_estimate_and_stays_in_range():
+    for successes, n in ((0, 10), (10, 10), (37, 100)):
+        low, high = wilson_interval(successes, n)
+        assert 0.0 <= low <= successes / n <= high <= 1.0
+    low, high = wilson_interval(50, 100)
+    assert high - low == pytest.approx(0.19, abs=0.01)
