@@ -334,7 +334,6 @@ def finetune(
             disable_tqdm=not config.progress,
             dataloader_num_workers=0,
             dataloader_pin_memory=False,
-        dataloader_pin_memory=False,
         )
         trainer = SFTTrainer(
             model=model,
