@@ -1,0 +1,144 @@
+"""agents.trainer: µCODE Algorithm 1 end to end (tiny model, scripted base policy), resume, presets."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from agents.expert import ExpertConfig
+from agents.policy import Generation
+from agents.sft import SFTRunConfig
+from agents.tiny import make_tiny_causal_lm
+from agents.trainer import MuCodeConfig, MuCodeTrainer, RolloutSettings, ValidationSettings
+from agents.verifier import VerifierConfig
+
+torch.set_num_threads(1)
+
+DATA_DIR = Path(os.environ.get("MUCODE_DATA_DIR", "/work/shared/data"))
+needs_data = pytest.mark.skipif(not (DATA_DIR / "mbpp.jsonl").is_file(), reason="offline MBPP not available")
+TRAIN_IDS = ("MBPP/602", "MBPP/603", "MBPP/604")
+
+
+class ScriptedPolicy:
+    """Turn 1: wrong on even-numbered calls' chats, right on odd; later turns: right."""
+
+    name = "scripted"
+
+    def __init__(self, solutions: dict[str, str]):
+        self.solutions = solutions
+        self.calls = 0
+
+    def generate(self, chats, params):
+        out = []
+        for k, chat in enumerate(chats):
+            sol = next(s for key, s in self.solutions.items() if key in chat[0]["content"])
+            good = len(chat) > 1 or (k + self.calls) % 2 == 1
+            text = f"```python\n{sol}\n```" if good else "```python\ndef nope():\n    return None\n```"
+            out.append([Generation(text, 10, 12) for _ in range(params.n)])
+        self.calls += 1
+        return out
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from mucode_env.datasets import load_problems
+
+    tiny = make_tiny_causal_lm(tmp_path_factory.mktemp("tiny") / "qwen2")
+    problems = {p.id: p for p in load_problems("mbpp", "train", data_dir=str(DATA_DIR))}
+    sols = {problems[i].prompt[:60]: problems[i].reference_solution for i in TRAIN_IDS}
+    return tiny, sols
+
+
+def _config(run_dir, tiny, **kw):
+    fast = dict(warmup_ratio=0.0, lr_scheduler_type="constant", progress=False)
+    return MuCodeConfig(
+        run_dir=str(run_dir),
+        env_id="MuCode-MBPP-v0",
+        train_problem_ids=TRAIN_IDS,
+        data_dir=str(DATA_DIR),
+        generator=str(tiny),
+        rollout_backend="scripted",
+        finetuned_backend="transformers",
+        iterations=2,
+        rollout=RolloutSettings(rollouts_per_problem=2, max_new_tokens=8, max_turns=2, max_live_episodes=8),
+        verifier=VerifierConfig(pairs_per_prompt=4, learning_rate=1e-3, epochs=1, batch_size=8, per_device_batch_size=8,
+                                max_length=2048, **fast),
+        expert=ExpertConfig(),
+        sft=SFTRunConfig(learning_rate=1e-3, epochs=1, batch_size=4, per_device_batch_size=4, max_length=2048, **fast),
+        validation=ValidationSettings(enabled=True, split="validation", max_problems=2, n=2, max_new_tokens=8, max_turns=2),
+        progress=False,
+        **kw,
+    )
+
+
+def _factory(sols, calls):
+    def make(model, backend):
+        calls.append((model, backend))
+        if backend == "scripted":
+            return ScriptedPolicy(sols)
+        from agents.backends import make_policy
+
+        return make_policy(backend, model, batch_size=8)
+
+    return make
+
+
+@needs_data
+def test_two_iterations_end_to_end_and_resume(setup, tmp_path):
+    tiny, sols = setup
+    calls: list = []
+    cfg = _config(tmp_path / "run", tiny)
+    report = MuCodeTrainer(cfg, _factory(sols, calls)).train()
+    run = tmp_path / "run"
+    for it in (1, 2):
+        d = run / f"iter{it}"
+        for stage in ("rollouts", "verifier", "relabel", "generator", "validation"):
+            assert (d / f"{stage}.done").is_file(), (it, stage)
+        assert (d / "generator" / "config.json").is_file() and (d / "verifier" / "verifier.json").is_file()
+        rows = [json.loads(x) for x in (d / "relabeled.jsonl").read_text().splitlines()]
+        assert rows and all(r["completion"][0]["role"] == "assistant" for r in rows)
+    # iteration 2 rolls out the fine-tuned generator of iteration 1 with the transformers backend
+    assert (str(run / "iter1" / "generator"), "transformers") in calls
+    assert calls[0] == (str(tiny), "scripted")
+    # aggregation: iteration 2's verifier saw both iterations' rollouts
+    v2 = json.loads((run / "iter2" / "verifier.done").read_text())
+    assert v2["n_trajectories"] == 2 * len(TRAIN_IDS) * 2
+    it1 = report["iterations"][0]
+    assert it1["expert_accuracy"] == 1.0  # the scripted base solves every problem in some rollout
+    assert set(it1["throughput"]) == {"rollout_tokens_per_s", "verifier_train_tokens_per_s",
+                                      "generator_train_tokens_per_s", "verifier_scoring_programs_per_s"}
+    assert report["best"]["iteration"] in (1, 2)
+    assert (run / "report.json").is_file() and (run / "report_accuracy.png").is_file() and (run / "report_turns.png").is_file()
+
+    # crash after iteration 1's verifier: stages with markers are skipped, the rest rerun
+    for stage in ("relabel", "generator", "validation"):
+        (run / "iter2" / f"{stage}.done").unlink()
+    (run / "iter1" / "generator.done").unlink()  # iteration 1's generator is retrained too
+    calls.clear()
+    MuCodeTrainer(cfg, _factory(sols, calls)).train()
+    assert ("scripted" not in {b for _, b in calls})  # no rollout was redone
+    assert (run / "iter2" / "generator.done").is_file()
+
+
+def test_presets_and_json_roundtrip(tmp_path):
+    paper = MuCodeConfig.paper()
+    assert (paper.sft.learning_rate, paper.sft.batch_size, paper.sft.epochs, paper.sft.max_length) == (5e-7, 32, 2, 4096)
+    assert (paper.verifier.learning_rate, paper.verifier.batch_size, paper.verifier.epochs, paper.verifier.max_length) == (
+        1e-6, 64, 2, 2048)
+    assert (paper.rollout.rollouts_per_problem, paper.rollout.temperature, paper.rollout.top_p,
+            paper.rollout.max_new_tokens, paper.rollout.max_turns, paper.iterations) == (15, 0.7, 1.0, 1000, 3, 2)
+    assert (paper.expert.beta_oracle, paper.expert.beta_verifier) == (1.0, 0.1)
+    cpu = MuCodeConfig.cpu()
+    assert cpu.verifier_base == "smollm2-135m" and cpu.verifier.pairs_per_prompt < 32
+    f = tmp_path / "c.json"
+    f.write_text(json.dumps({"preset": "cpu", "iterations": 1, "sft": {"lora": False}}))
+    loaded = MuCodeConfig.load(str(f))
+    assert loaded.iterations == 1 and loaded.sft.lora is False and loaded.sft.max_length == cpu.sft.max_length
+    again = MuCodeConfig.from_dict(json.loads(json.dumps(loaded.to_dict())))
+    assert again == loaded
+    with pytest.raises(ValueError, match="unknown MuCodeConfig keys"):
+        MuCodeConfig.from_dict({"iteratons": 2})
