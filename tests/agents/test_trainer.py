@@ -142,3 +142,19 @@ def test_presets_and_json_roundtrip(tmp_path):
     assert again == loaded
     with pytest.raises(ValueError, match="unknown MuCodeConfig keys"):
         MuCodeConfig.from_dict({"iteratons": 2})
+
+
+def test_cli_print_config(capsys, tmp_path):
+    import argparse
+
+    from agents import cli_train
+
+    parser = argparse.ArgumentParser()
+    cli_train.add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["train", "mucode", "--config", "paper", "--run-dir", str(tmp_path), "--iterations", "1",
+                              "--no-validation", "--print-config"])
+    assert cli_train.run(args) == 0
+    cfg = json.loads(capsys.readouterr().out)
+    assert cfg["iterations"] == 1 and cfg["validation"]["enabled"] is False and cfg["run_dir"] == str(tmp_path)
+    bad = parser.parse_args(["train", "mucode", "--config", str(tmp_path / "missing.json"), "--run-dir", str(tmp_path)])
+    assert cli_train.run(bad) == 2

@@ -1,0 +1,111 @@
+"""agents.bon: multi-turn Best-of-N selectors, stopping rule, scoring and records."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from agents.bon import BoNConfig, _pick, accuracy_by_turn, best_of_n
+from agents.policy import Generation
+from agents.records import Trajectory, TurnRecord
+
+DATA_DIR = Path(os.environ.get("MUCODE_DATA_DIR", "/work/shared/data"))
+needs_data = pytest.mark.skipif(not (DATA_DIR / "mbpp.jsonl").is_file(), reason="offline MBPP not available")
+IDS = ("MBPP/11", "MBPP/12")
+WRONG = "```python\ndef nope():\n    return None\n```"
+
+
+class CandidatePolicy:
+    """Candidate j of every call: `texts[j]` (per problem: a dict prompt-prefix -> list of texts)."""
+
+    def __init__(self, table):
+        self.table = table
+        self.params = []
+
+    def generate(self, chats, params):
+        self.params.append(params)
+        out = []
+        for chat in chats:
+            texts = next(v for k, v in self.table.items() if k in chat[0]["content"])
+            out.append([Generation(texts[j % len(texts)], 3, 4) for j in range(params.n)])
+        return out
+
+
+@pytest.fixture(scope="module")
+def problems():
+    from mucode_env.datasets import load_problems
+
+    ps = {p.id: p for p in load_problems("mbpp", "test", data_dir=str(DATA_DIR))}
+    return [ps[i] for i in IDS]
+
+
+def _good(p):
+    return f"```python\n{p.reference_solution}\n```"
+
+
+def test_pick_rules():
+    import random
+
+    rng = random.Random(0)
+    assert _pick("pt+lv", [False, True, True], [9.0, 1.0, 2.0], rng) == 2  # public pass first, then verifier
+    assert _pick("pt+lv", [False, False], [1.0, 3.0], rng) == 1  # none pass: verifier
+    assert _pick("lv", [True, False], [1.0, 3.0], rng) == 1
+    assert all(_pick("pt", [False, True, False], None, random.Random(s)) == 1 for s in range(5))
+    picks = {_pick("random", [False] * 4, None, random.Random(s)) for s in range(40)}
+    assert picks == {0, 1, 2, 3}
+
+
+@needs_data
+def test_pt_lv_picks_the_passing_candidate_and_stops(problems):
+    table = {p.prompt[:60]: [WRONG, _good(p), WRONG] for p in problems}
+    policy = CandidatePolicy(table)
+    scores = lambda prompts, responses: [1.0 if r == WRONG else 0.0 for r in responses]  # verifier prefers wrong
+    res = best_of_n(policy, "MuCode-MBPP-v0", BoNConfig(n=3, progress=False), verifier=scores,
+                    problem_ids=IDS, split="test", data_dir=str(DATA_DIR))
+    assert res.accuracy == 1.0 and res.n_problems == 2
+    assert all(len(t.turns) == 1 and t.turns[0].public_passed for t in res.trajectories)
+    assert res.accuracy_by_turn == [1.0, 1.0, 1.0]
+    assert policy.params[0].temperature == 0.7 and policy.params[0].n == 3
+    # LV alone follows the (bad) verifier: never passes, runs all T turns with feedback appended
+    res_lv = best_of_n(CandidatePolicy(table), "MuCode-MBPP-v0", BoNConfig(n=3, selector="lv", progress=False),
+                       verifier=scores, problem_ids=IDS, split="test", data_dir=str(DATA_DIR))
+    assert res_lv.accuracy == 0.0
+    assert all(len(t.turns) == 3 and t.turns[0].response == WRONG for t in res_lv.trajectories)
+
+
+@needs_data
+def test_multi_turn_feedback_and_greedy_n1_and_repeats(problems):
+    class SecondTurnRight:
+        def __init__(self):
+            self.seen = []
+
+        def generate(self, chats, params):
+            self.seen.append((params, [len(c) for c in chats], [c[-1]["content"] for c in chats]))
+            return [[Generation(_good(next(p for p in problems if p.prompt[:60] in c[0]["content"])) if len(c) > 1 else WRONG)]
+                    for c in chats]
+
+    pol = SecondTurnRight()
+    res = best_of_n(pol, "MuCode-MBPP-v0", BoNConfig(n=1, repeats=2, progress=False), problem_ids=IDS, split="test",
+                    data_dir=str(DATA_DIR))
+    assert pol.seen[0][0].temperature == 0.0  # N = 1: greedy
+    assert pol.seen[1][1] == [3, 3] and all(m.startswith("Feedback:\n") for m in pol.seen[1][2])
+    assert len(res.trajectories) == 4 and res.accuracy == 1.0
+    assert res.accuracy_by_turn[:2] == [0.0, 1.0]
+    assert {t.sample_index for t in res.trajectories} == {0, 1}
+
+
+def test_verifier_required_and_config_validation():
+    with pytest.raises(ValueError, match="selector"):
+        BoNConfig(selector="best")
+    with pytest.raises(ValueError, match="needs a verifier"):
+        best_of_n(CandidatePolicy({}), "MuCode-MBPP-v0", BoNConfig(n=2))
+
+
+def test_accuracy_by_turn_averages_repeats_per_problem():
+    def tr(pid, *oks):
+        return Trajectory(pid, "e", "p", [TurnRecord("r", "c", "f", ok, ok, "") for ok in oks])
+
+    data = [tr("A", False, True), tr("A", False, False, False), tr("B", True)]
+    assert accuracy_by_turn(data, 3) == [0.5, 0.75, 0.75]
