@@ -11,7 +11,7 @@ env = gym.make("MuCode-MBPP-v0", split="test", max_turns=3)
 obs, info = env.reset(seed=0, options={"problem_id": "MBPP/11"})
 print(obs["prompt"], "\n")
 
-wrong = "```python\ndef remove_Occ(s, ch):\n    return s.replace(ch, '')\n```"
+wrong = "```python\ndef remove_Occ(s, ch):\n    return s.replace(ch, '', 1)\n```"
 obs, reward, terminated, truncated, info = env.step(wrong)
 print(f"turn 1: reward={reward} terminated={terminated} feedback:\n{info['feedback']}\n")
 
