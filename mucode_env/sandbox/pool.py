@@ -329,6 +329,14 @@ class Sandbox:
         for worker in self._workers:
             worker.kill()
 
+    def __deepcopy__(self, memo: dict) -> "Sandbox":
+        # A pool of live processes is a shared resource, not a value: gym.make deep-copies its
+        # kwargs, and every copy must keep using this pool.
+        return self
+
+    def __copy__(self) -> "Sandbox":
+        return self
+
     def __enter__(self) -> "Sandbox":
         return self
 
@@ -367,6 +375,13 @@ class Sandbox:
             while len(self._cache) > self.config.cache_size:
                 self._cache.popitem(last=False)
 
+    def _recycle(self, worker: _Worker) -> None:
+        try:
+            worker.restart()
+            self.stats["restarts"] += 1
+        except SandboxError:
+            worker.kill()  # restarted (or reported) when it is next used
+
     def _payload(self, job: Job, limits: SandboxLimits) -> tuple[dict, float]:
         if job.is_stdio:
             deadline = limits.total_s or limits.per_test_s + 1.0
@@ -400,6 +415,10 @@ class Sandbox:
                     worker.restart()
                     self.stats["restarts"] += 1
                 reply = worker.request(payload, reply_timeout)
+                if any(isinstance(run, dict) and run.get("dirty") for run in reply.get("runs") or ()):
+                    # The zygote could not wipe the program's scratch quickly (inode flood): a
+                    # fresh jail frees its tmpfs at once. The verdict below stands.
+                    self._recycle(worker)
             except SandboxError as exc:
                 last_error = str(exc)
                 self.stats["retries"] += 1
