@@ -1,0 +1,760 @@
+"""RLEF-style PPO (Gehring et al., 2024) and GRPO over whole multi-turn episodes of the environment.
+
+The policy (a Hugging Face causal LM) plays complete episodes: at each turn it samples a response
+to the chat rendered from the observation (``mucode_env.to_messages``), the environment runs the
+code and returns the public-test feedback as the next observation, and the episode's reward is
+the private-test oracle of the final program (``reward_mode="final"``), optionally minus a small
+penalty for every turn whose response had no code or did not compile.
+
+PPO (``algorithm="ppo"``): a scalar value head on the policy's last hidden state (shared
+backbone), per-token rewards ``r_t = score_t - kl_coef * KL_t`` to the frozen initial policy,
+GAE over the policy's OWN tokens across all turns (prompt, feedback and template tokens are
+masked; see :mod:`baselines.ppo_math`), whitened advantages, the clipped surrogate and the
+clipped value loss, an optional entropy bonus.
+
+GRPO (``algorithm="grpo"``): ``group_size`` episodes per problem, the episode advantage is the
+reward minus its group's mean over the group's std, broadcast to the episode's policy tokens; no
+value head; the KL (k3) enters the loss.
+
+TRL's PPOTrainer cannot drive a multi-turn environment, hence this compact loop. Each episode is
+stored as token segments: the next turn's context is appended to the running sequence when it
+extends it token for token (the usual case), otherwise a new segment starts from the
+re-tokenised state, so the log-probabilities are always those of the tokens the policy actually
+saw and sampled.
+
+Checkpoints (``output_dir/checkpoint``: a plain HF checkpoint plus ``value_head.pt``,
+``optimizer.pt`` and ``trainer_state.json``) are written atomically every ``save_every`` updates
+and at the end; ``train()`` resumes from one. Per-update statistics go to ``output_dir/log.jsonl``.
+
+>>> from baselines.ppo import PPOConfig, PPOTrainer
+>>> path = PPOTrainer(PPOConfig(model="qwen2.5-coder-0.5b", output_dir="runs/ppo")).train()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from agents.records import Trajectory, TurnRecord
+from baselines.ppo_math import (
+    KL_ESTIMATORS,
+    clipped_policy_loss,
+    clipped_value_loss,
+    entropy_from_logits,
+    gae,
+    group_relative_advantages,
+    kl_estimate,
+    masked_mean,
+    masked_whiten,
+    token_logprobs,
+    token_rewards,
+)
+
+__all__ = ["ALGORITHMS", "PPOConfig", "PPOTrainer", "Episode", "Segment", "ValueHead", "policy_forward",
+           "TRAINER_STATE_FILE", "CHECKPOINT_DIR", "LOG_FILE"]
+
+logger = logging.getLogger(__name__)
+
+ALGORITHMS = ("ppo", "grpo")
+CHECKPOINT_DIR = "checkpoint"
+TRAINER_STATE_FILE = "trainer_state.json"
+VALUE_HEAD_FILE = "value_head.pt"
+OPTIMIZER_FILE = "optimizer.pt"
+LOG_FILE = "log.jsonl"
+INVALID_CODE_STATUSES = ("compile_error",)
+_DTYPES = ("float32", "bfloat16", "float16")
+# Fields that may change between a run and its resumption without changing what is trained.
+_RESUMABLE_FIELDS = ("total_updates", "save_every", "progress", "resume", "output_dir", "device")
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    """Settings of a PPO / GRPO run. ``asdict(config)`` is the run record.
+
+    Attributes:
+        model: the initial (and reference) policy: a checkpoint directory, a registry name or a
+            GGUF file (de-quantised by :func:`agents.sft.resolve_base_model`).
+        output_dir: where the checkpoint and the log go.
+        algorithm: ``"ppo"`` (value head, GAE) or ``"grpo"`` (group-relative, no value head).
+        env_id: a registered MuCode id; picks the benchmark (ignored when problems are passed).
+        split: the training split (MBPP: ``"train"``, task ids 601-974).
+        problem_ids / limit: restrict the training problems (ids first, then the first ``limit``).
+        data_dir: offline data directory (else ``$MUCODE_DATA_DIR``).
+        max_turns, termination: the environment's T and termination rule.
+        total_updates: number of (rollout, optimise) iterations.
+        episodes_per_update: episodes collected per update (GRPO: a multiple of ``group_size``).
+        group_size: GRPO's episodes per problem.
+        ppo_epochs: passes over each update's data.
+        minibatch_size: token segments per optimizer step.
+        micro_batch_size: segments per forward pass (gradient accumulation inside a minibatch).
+        learning_rate, max_grad_norm, weight_decay: optimizer settings (AdamW).
+        clip_eps / value_clip_eps: the ratio and value clipping ranges.
+        gamma / lam: GAE's discount and lambda, over policy tokens.
+        kl_coef: beta of the KL penalty to the reference policy.
+        kl_estimator: ``"k1"``, ``"k2"`` or ``"k3"`` (see :func:`baselines.ppo_math.kl_estimate`).
+        kl_in_reward: True: ``-kl_coef * KL`` is added to the per-token rewards (classic PPO);
+            False: ``kl_coef * KL`` is a loss term (GRPO). None: PPO True, GRPO False.
+        value_coef: weight of the value loss (PPO).
+        entropy_coef: weight of the entropy bonus (0: off).
+        whiten_advantages: normalise PPO advantages over the batch's policy tokens.
+        grpo_scale_by_std: GRPO divides by the group's std (DeepSeekMath) or only centres.
+        invalid_code_penalty: subtracted at the last token of every turn with no code or a
+            syntax error (RLEF's invalid-code penalty; 0 disables it).
+        temperature / top_p / max_new_tokens: rollout sampling (the loss uses the same tempered
+            distribution, so the data is on-policy).
+        max_prompt_tokens: longer contexts keep their last tokens.
+        generation_batch_size: contexts per ``generate`` call.
+        seed: everything random (problem draws, sampling, minibatch order) derives from it and
+            the update index, so a resumed run draws what the uninterrupted run would have.
+        save_every: checkpoint period in updates (the last update always saves).
+        save_optimizer: include the optimizer state in the checkpoint (needed for exact resume).
+        resume: continue from ``output_dir/checkpoint`` when it exists.
+        torch_dtype: weights' dtype; device: ``"cpu"``, ``"cuda"``... (default: CUDA if present).
+        gradient_checkpointing: trade compute for memory in the training forward.
+        progress: show a tqdm bar.
+    """
+
+    model: str
+    output_dir: str
+    algorithm: str = "ppo"
+    env_id: str = "MuCode-MBPP-v0"
+    split: str = "train"
+    problem_ids: tuple[str, ...] | None = None
+    limit: int | None = None
+    data_dir: str | None = None
+    max_turns: int = 3
+    termination: str = "public"
+    total_updates: int = 100
+    episodes_per_update: int = 16
+    group_size: int = 4
+    ppo_epochs: int = 1
+    minibatch_size: int = 8
+    micro_batch_size: int = 2
+    learning_rate: float = 1e-6
+    max_grad_norm: float = 1.0
+    weight_decay: float = 0.0
+    clip_eps: float = 0.2
+    value_clip_eps: float = 0.2
+    gamma: float = 1.0
+    lam: float = 0.95
+    kl_coef: float = 0.05
+    kl_estimator: str = "k1"
+    kl_in_reward: bool | None = None
+    value_coef: float = 0.1
+    entropy_coef: float = 0.0
+    whiten_advantages: bool = True
+    grpo_scale_by_std: bool = True
+    invalid_code_penalty: float = 0.0
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 512
+    max_prompt_tokens: int = 3072
+    generation_batch_size: int = 16
+    seed: int = 0
+    save_every: int = 10
+    save_optimizer: bool = True
+    resume: bool = True
+    torch_dtype: str = "float32"
+    device: str | None = None
+    gradient_checkpointing: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
+        if self.kl_estimator not in KL_ESTIMATORS:
+            raise ValueError(f"kl_estimator must be one of {KL_ESTIMATORS}, got {self.kl_estimator!r}")
+        if self.torch_dtype not in _DTYPES:
+            raise ValueError(f"torch_dtype must be one of {_DTYPES}, got {self.torch_dtype!r}")
+        for name in ("total_updates", "episodes_per_update", "group_size", "ppo_epochs", "minibatch_size",
+                     "micro_batch_size", "max_turns", "max_new_tokens", "max_prompt_tokens",
+                     "generation_batch_size", "save_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if self.algorithm == "grpo" and self.episodes_per_update % self.group_size:
+            raise ValueError(f"GRPO needs episodes_per_update ({self.episodes_per_update}) to be a multiple of "
+                             f"group_size ({self.group_size}); e.g. set episodes_per_update="
+                             f"{self.group_size * max(1, self.episodes_per_update // self.group_size)}")
+        if self.algorithm == "grpo" and self.group_size < 2:
+            raise ValueError("GRPO needs group_size >= 2 (a group of one episode has no relative advantage)")
+        if not (0 < self.clip_eps < 1 and self.value_clip_eps > 0):
+            raise ValueError(f"need 0 < clip_eps < 1 and value_clip_eps > 0, got {self.clip_eps}, {self.value_clip_eps}")
+        if not (0 <= self.gamma <= 1 and 0 <= self.lam <= 1):
+            raise ValueError(f"gamma and lam must be in [0, 1], got {self.gamma}, {self.lam}")
+        if self.learning_rate <= 0 or self.max_grad_norm <= 0:
+            raise ValueError("learning_rate and max_grad_norm must be > 0")
+        if min(self.kl_coef, self.value_coef, self.entropy_coef, self.invalid_code_penalty, self.weight_decay) < 0:
+            raise ValueError("kl_coef, value_coef, entropy_coef, invalid_code_penalty and weight_decay must be >= 0")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0 (PPO samples from the policy), got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be >= 1 or None, got {self.limit}")
+        if self.problem_ids is not None:
+            if isinstance(self.problem_ids, str):
+                raise TypeError("problem_ids must be a sequence of ids, not a single string")
+            object.__setattr__(self, "problem_ids", tuple(self.problem_ids))
+
+    @property
+    def uses_value_head(self) -> bool:
+        return self.algorithm == "ppo"
+
+    @property
+    def kl_reward(self) -> bool:
+        """Whether the KL penalty is part of the reward (else of the loss)."""
+        return self.kl_in_reward if self.kl_in_reward is not None else self.algorithm == "ppo"
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "PPOConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown PPOConfig field(s) {sorted(unknown)}")
+        return cls(**d)
+
+
+# ----------------------------------------------------------------------------- data records
+
+
+@dataclass
+class Segment:
+    """A token sequence of one episode: context and sampled tokens, with per-token annotations."""
+
+    input_ids: list[int] = field(default_factory=list)
+    policy_mask: list[int] = field(default_factory=list)  # 1 on tokens the policy sampled
+    scores: list[float] = field(default_factory=list)  # environment rewards, at policy tokens
+    # filled by the trainer (1-D tensors of len(input_ids))
+    tensors: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def extend(self, ids: Sequence[int], is_policy: bool) -> None:
+        self.input_ids.extend(int(i) for i in ids)
+        self.policy_mask.extend([int(is_policy)] * len(ids))
+        self.scores.extend([0.0] * len(ids))
+
+
+@dataclass
+class Episode:
+    """One multi-turn episode as token segments, with its outcome."""
+
+    problem_id: str
+    group: int
+    segments: list[Segment] = field(default_factory=list)
+    turns: list[TurnRecord] = field(default_factory=list)
+    reward: float = 0.0  # the environment's final reward (the oracle of the last program)
+    return_: float = 0.0  # reward minus invalid-code penalties: what the policy maximises
+    done: bool = False
+
+    def last_policy_position(self) -> tuple[int, int]:
+        seg = len(self.segments) - 1
+        return seg, len(self.segments[seg].input_ids) - 1
+
+    def add_score(self, value: float) -> None:
+        """Add a reward at the last sampled token (the end of the current turn)."""
+        seg, pos = self.last_policy_position()
+        self.segments[seg].scores[pos] += float(value)
+
+
+# ----------------------------------------------------------------------------- model pieces
+
+
+class ValueHead(torch.nn.Module):
+    """A scalar value read from the policy's last hidden state (zero-initialised)."""
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.linear = torch.nn.Linear(hidden_size, 1)
+        torch.nn.init.zeros_(self.linear.weight)
+        torch.nn.init.zeros_(self.linear.bias)
+
+    def forward(self, hidden):
+        return self.linear(hidden.float()).squeeze(-1)
+
+
+def policy_forward(model, input_ids, attention_mask, *, temperature: float = 1.0, value_head=None,
+                   with_entropy: bool = False) -> dict[str, Any]:
+    """Per-position log-probabilities (and values, entropies) of a right-padded batch.
+
+    Position ``i`` holds the quantities of the decision that emitted token ``i``: ``logp[:, i] =
+    log pi(ids[i] | ids[<i])`` from the logits at ``i - 1`` (divided by ``temperature``) and
+    ``values[:, i]`` read from the hidden state at ``i - 1``. Position 0 holds 0.
+
+    Returns:
+        ``{"logp": [B, L], "values": [B, L] or None, "entropy": [B, L] or None}``.
+    """
+    out = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=value_head is not None,
+                use_cache=False)
+    logits = out.logits[:, :-1].float() / temperature
+    batch, length = input_ids.shape
+    zeros = torch.zeros(batch, 1, device=input_ids.device)
+    logp = torch.cat([zeros, token_logprobs(logits, input_ids[:, 1:])], dim=1)
+    result: dict[str, Any] = {"logp": logp, "values": None, "entropy": None}
+    if value_head is not None:
+        hidden = out.hidden_states[-1][:, :-1]
+        result["values"] = torch.cat([zeros, value_head(hidden)], dim=1)
+    if with_entropy:
+        result["entropy"] = torch.cat([zeros, entropy_from_logits(logits)], dim=1)
+    return result
+
+
+def _pad_rows(rows: Sequence[Sequence[int]], pad_id: int, device):
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(list(r), dtype=torch.long)
+        attn[i, : len(r)] = 1
+    return ids.to(device), attn.to(device)
+
+
+def _pad_float(rows: Sequence[Any], width: int, device):
+    out = torch.zeros((len(rows), width), dtype=torch.float32, device=device)
+    for i, r in enumerate(rows):
+        r = torch.as_tensor(r, dtype=torch.float32, device=device)
+        out[i, : r.shape[0]] = r
+    return out
+
+
+def _derive_seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([abs(int(p)) for p in parts]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+# ----------------------------------------------------------------------------- trainer
+
+
+class PPOTrainer:
+    """PPO / GRPO on the multi-turn environment. ``train()`` runs (or resumes) and returns the
+    checkpoint directory, which loads like any HF causal-LM checkpoint.
+
+    Args:
+        config: the run's settings.
+        problems: train on these in-memory problems instead of loading ``config.env_id``'s split.
+        sandbox: a shared ``mucode_env.sandbox.Sandbox`` (default: the process-wide one).
+    """
+
+    def __init__(self, config: PPOConfig, *, problems: Sequence[Any] | None = None, sandbox: Any = None):
+        self.config = config
+        self._problems_arg = list(problems) if problems is not None else None
+        self._sandbox = sandbox
+        self.output_dir = Path(config.output_dir)
+        self.checkpoint_dir = self.output_dir / CHECKPOINT_DIR
+        self.history: list[dict[str, Any]] = []
+
+    # ---- setup --------------------------------------------------------------------------------
+    def _load_problems(self) -> list[Any]:
+        cfg = self.config
+        if self._problems_arg is not None:
+            problems = list(self._problems_arg)
+        else:
+            from mucode_env.datasets import load_problems
+            from mucode_env.registration import ENV_IDS, check_env_id
+
+            benchmark = ENV_IDS[check_env_id(cfg.env_id)]["benchmark"]
+            problems = load_problems(benchmark, cfg.split, data_dir=cfg.data_dir)
+        if cfg.problem_ids is not None:
+            by_id = {p.id: p for p in problems}
+            missing = [i for i in cfg.problem_ids if i not in by_id]
+            if missing:
+                from mucode_env.errors import UnknownProblemError, did_you_mean
+
+                raise UnknownProblemError(f"unknown problem id {missing[0]!r} in problem_ids."
+                                          f"{did_you_mean(missing[0], by_id)}")
+            problems = [by_id[i] for i in cfg.problem_ids]
+        if cfg.limit is not None:
+            problems = problems[: cfg.limit]
+        if not problems:
+            raise ValueError("no training problems: check env_id/split/problem_ids/limit")
+        return problems
+
+    def _setup(self) -> None:
+        from transformers import AutoModelForCausalLM
+
+        from agents.sft import load_tokenizer, resolve_base_model
+        from mucode_env.env import MuCodeEnv
+
+        cfg = self.config
+        self.device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        dtype = getattr(torch, cfg.torch_dtype)
+        self.base_path = resolve_base_model(cfg.model)
+        state = self._read_state()
+        start_path = str(self.checkpoint_dir) if state is not None else self.base_path
+        self.tokenizer = load_tokenizer(start_path)
+        self.model = AutoModelForCausalLM.from_pretrained(start_path, dtype=dtype).to(self.device)
+        self.ref_model = AutoModelForCausalLM.from_pretrained(self.base_path, dtype=dtype).to(self.device)
+        self.ref_model.eval().requires_grad_(False)
+        if cfg.gradient_checkpointing:
+            self.model.gradient_checkpointing_enable()
+        self.value_head = None
+        params = list(self.model.parameters())
+        if cfg.uses_value_head:
+            self.value_head = ValueHead(self.model.config.hidden_size).to(self.device)
+            if state is not None and (self.checkpoint_dir / VALUE_HEAD_FILE).is_file():
+                self.value_head.load_state_dict(torch.load(self.checkpoint_dir / VALUE_HEAD_FILE,
+                                                           map_location=self.device))
+            params += list(self.value_head.parameters())
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        if state is not None and (self.checkpoint_dir / OPTIMIZER_FILE).is_file():
+            self.optimizer.load_state_dict(torch.load(self.checkpoint_dir / OPTIMIZER_FILE, map_location=self.device))
+        self.start_update = int(state["update"]) if state is not None else 0
+        pad = self.tokenizer.pad_token_id
+        self.pad_id = pad if pad is not None else self.tokenizer.eos_token_id
+        eos = self.model.generation_config.eos_token_id
+        stop = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        if self.tokenizer.eos_token_id is not None:
+            stop.add(self.tokenizer.eos_token_id)
+        self.eos_ids = sorted(stop)
+        self.stop_ids = stop | {self.pad_id}
+        self.problems = self._load_problems()
+        benchmark = "mbpp"
+        if self._problems_arg is None:
+            from mucode_env.registration import ENV_IDS
+
+            benchmark = ENV_IDS[cfg.env_id]["benchmark"]
+        self.envs = [MuCodeEnv(benchmark=benchmark, split=cfg.split, max_turns=cfg.max_turns,
+                               termination=cfg.termination, reward_mode="final", problems=self.problems,
+                               sandbox=self._sandbox)
+                     for _ in range(cfg.episodes_per_update)]
+        if self._sandbox is None:  # one sandbox for the batch (step_batch needs a shared one)
+            shared = self.envs[0]._sandbox()
+            for env in self.envs:
+                env.sandbox = shared
+
+    def _read_state(self) -> dict[str, Any] | None:
+        f = self.checkpoint_dir / TRAINER_STATE_FILE
+        if not self.config.resume or not f.is_file():
+            return None
+        state = json.loads(f.read_text())
+        saved = dict(state.get("config", {}))
+        mine = asdict(self.config)
+        for key in _RESUMABLE_FIELDS:
+            saved.pop(key, None)
+            mine.pop(key, None)
+        saved = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()}
+        if saved != mine:
+            diff = sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k))
+            raise ValueError(f"{f} was written by a different configuration (fields {diff}); "
+                             "use another output_dir or set resume=False")
+        return state
+
+    # ---- rollouts -----------------------------------------------------------------------------
+    def _encode_state(self, obs: dict[str, Any]) -> list[int]:
+        from mucode_env.env import to_messages
+
+        text = self.tokenizer.apply_chat_template(to_messages(obs), tokenize=False, add_generation_prompt=True)
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return list(ids[-self.config.max_prompt_tokens:])
+
+    def _generate(self, contexts: list[list[int]]) -> list[list[int]]:
+        """Sample one response per context; each keeps its stop token (it was sampled too)."""
+        from transformers import GenerationConfig
+
+        cfg = self.config
+        gen_cfg = GenerationConfig(do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=0,
+                                   max_new_tokens=cfg.max_new_tokens, eos_token_id=self.eos_ids,
+                                   pad_token_id=self.pad_id)
+        out: list[list[int]] = []
+        self.model.eval()
+        for start in range(0, len(contexts), cfg.generation_batch_size):
+            chunk = contexts[start: start + cfg.generation_batch_size]
+            width = max(len(c) for c in chunk)
+            ids = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
+            attn = torch.zeros((len(chunk), width), dtype=torch.long)
+            for i, c in enumerate(chunk):  # left padding
+                ids[i, width - len(c):] = torch.tensor(c, dtype=torch.long)
+                attn[i, width - len(c):] = 1
+            with torch.inference_mode():
+                seqs = self.model.generate(input_ids=ids.to(self.device), attention_mask=attn.to(self.device),
+                                           generation_config=gen_cfg)
+            for row in seqs[:, width:].tolist():
+                cut = next((k for k, tok in enumerate(row) if tok in self.stop_ids), None)
+                out.append(row if cut is None else row[: cut + 1])
+        return out
+
+    def _decode(self, action: list[int]) -> str:
+        body = action[:-1] if action and action[-1] in self.stop_ids else action
+        return self.tokenizer.decode(body, skip_special_tokens=True)
+
+    def _problem_draw(self, update: int) -> list[tuple[str, int]]:
+        cfg = self.config
+        rng = np.random.default_rng(_derive_seed(cfg.seed, update, 1))
+        n_problems = cfg.episodes_per_update // cfg.group_size if cfg.algorithm == "grpo" else cfg.episodes_per_update
+        if n_problems <= len(self.problems):
+            picks = rng.choice(len(self.problems), size=n_problems, replace=False)
+        else:
+            picks = rng.choice(len(self.problems), size=n_problems, replace=True)
+        repeat = cfg.group_size if cfg.algorithm == "grpo" else 1
+        return [(self.problems[int(p)].id, g) for g, p in enumerate(picks) for _ in range(repeat)]
+
+    def rollout(self, update: int) -> list[Episode]:
+        """Play ``episodes_per_update`` episodes with the current policy (batched per turn)."""
+        from mucode_env.env import step_batch
+
+        cfg = self.config
+        draws = self._problem_draw(update)
+        episodes = [Episode(problem_id=pid, group=g) for pid, g in draws]
+        observations = [env.reset(seed=_derive_seed(cfg.seed, update, i), options={"problem_id": pid})[0]
+                        for i, (env, (pid, _)) in enumerate(zip(self.envs, draws))]
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(_derive_seed(cfg.seed, update, 2))
+            for _ in range(cfg.max_turns):
+                active = [i for i, ep in enumerate(episodes) if not ep.done]
+                if not active:
+                    break
+                contexts = [self._encode_state(observations[i]) for i in active]
+                actions = self._generate(contexts)
+                texts = [self._decode(a) for a in actions]
+                results = step_batch([self.envs[i] for i in active], texts)
+                for i, ctx, action, text, (obs, reward, terminated, truncated, info) in zip(
+                        active, contexts, actions, texts, results):
+                    ep = episodes[i]
+                    self._append_turn(ep, ctx, action)
+                    observations[i] = obs
+                    ep.turns.append(TurnRecord(response=text, code=info["code"], feedback=info["feedback"],
+                                               public_passed=bool(info["public_passed"]),
+                                               private_passed=bool(info["private_passed"]), status=info["status"],
+                                               prompt_tokens=len(ctx), completion_tokens=len(action)))
+                    if cfg.invalid_code_penalty and info["status"] in INVALID_CODE_STATUSES:
+                        ep.add_score(-cfg.invalid_code_penalty)
+                        ep.return_ -= cfg.invalid_code_penalty
+                    if terminated or truncated:
+                        ep.done = True
+                        ep.reward = float(reward)
+                        ep.return_ += float(reward)
+                        ep.add_score(float(reward))
+        return episodes
+
+    @staticmethod
+    def _append_turn(ep: Episode, context: list[int], action: list[int]) -> None:
+        seg = ep.segments[-1] if ep.segments else None
+        if seg is not None and len(context) >= len(seg.input_ids) and context[: len(seg.input_ids)] == seg.input_ids:
+            seg.extend(context[len(seg.input_ids):], is_policy=False)
+        else:
+            seg = Segment()
+            seg.extend(context, is_policy=False)
+            ep.segments.append(seg)
+        seg.extend(action, is_policy=True)
+
+    def trajectories(self, episodes: Sequence[Episode], update: int) -> list[Trajectory]:
+        """The episodes as :class:`agents.records.Trajectory` records (for logs and reuse)."""
+        from mucode_env.prompts import first_user_message
+
+        by_id = {p.id: p for p in self.problems}
+        sampling = {"temperature": self.config.temperature, "top_p": self.config.top_p,
+                    "max_new_tokens": self.config.max_new_tokens}
+        return [Trajectory(problem_id=ep.problem_id, env_id=self.config.env_id,
+                           prompt=first_user_message(by_id[ep.problem_id]), turns=list(ep.turns), sample_index=i,
+                           seed=_derive_seed(self.config.seed, update, i), sampling=sampling,
+                           policy_name=f"{self.config.algorithm}:update{update}")
+                for i, ep in enumerate(episodes)]
+
+    # ---- advantages ---------------------------------------------------------------------------
+    def _score(self, segments: list[Segment]) -> None:
+        """Old log-probs, reference log-probs and old values of every segment (no gradient)."""
+        cfg = self.config
+        self.model.eval()
+        with torch.no_grad():
+            for start in range(0, len(segments), cfg.micro_batch_size):
+                chunk = segments[start: start + cfg.micro_batch_size]
+                ids, attn = _pad_rows([s.input_ids for s in chunk], self.pad_id, self.device)
+                cur = policy_forward(self.model, ids, attn, temperature=cfg.temperature, value_head=self.value_head)
+                ref = policy_forward(self.ref_model, ids, attn, temperature=cfg.temperature)
+                for row, seg in enumerate(chunk):
+                    n = len(seg.input_ids)
+                    seg.tensors = {
+                        "mask": torch.tensor(seg.policy_mask, dtype=torch.float32, device=self.device),
+                        "scores": torch.tensor(seg.scores, dtype=torch.float32, device=self.device),
+                        "old_logp": cur["logp"][row, :n].clone(),
+                        "ref_logp": ref["logp"][row, :n].clone(),
+                        "old_values": (cur["values"][row, :n].clone() if cur["values"] is not None
+                                       else torch.zeros(n, device=self.device)),
+                    }
+
+    def compute_advantages(self, episodes: Sequence[Episode]) -> dict[str, float]:
+        """Fill every segment's ``advantages`` and ``returns`` (after :meth:`_score`)."""
+        cfg = self.config
+        stats: dict[str, float] = {}
+        all_segments = [s for ep in episodes for s in ep.segments]
+        if cfg.algorithm == "grpo":
+            adv = group_relative_advantages([ep.return_ for ep in episodes], [ep.group for ep in episodes],
+                                            scale_by_std=cfg.grpo_scale_by_std)
+            for a, ep in zip(adv.tolist(), episodes):
+                for seg in ep.segments:
+                    seg.tensors["advantages"] = seg.tensors["mask"] * a
+                    seg.tensors["returns"] = torch.zeros_like(seg.tensors["mask"])
+        else:
+            for ep in episodes:
+                t = {k: torch.cat([s.tensors[k] for s in ep.segments])[None]
+                     for k in ("mask", "scores", "old_logp", "ref_logp", "old_values")}
+                kl = kl_estimate(t["old_logp"], t["ref_logp"], cfg.kl_estimator) * t["mask"]
+                kl_coef = cfg.kl_coef if cfg.kl_reward else 0.0
+                rewards = token_rewards(t["scores"], kl, t["mask"], kl_coef)
+                adv, ret = gae(rewards, t["old_values"], t["mask"], gamma=cfg.gamma, lam=cfg.lam)
+                offset = 0
+                for seg in ep.segments:
+                    n = len(seg.input_ids)
+                    seg.tensors["advantages"] = adv[0, offset: offset + n]
+                    seg.tensors["returns"] = ret[0, offset: offset + n]
+                    offset += n
+            if cfg.whiten_advantages:
+                mask = torch.cat([s.tensors["mask"] for s in all_segments])
+                flat = masked_whiten(torch.cat([s.tensors["advantages"] for s in all_segments]), mask)
+                offset = 0
+                for seg in all_segments:
+                    n = len(seg.input_ids)
+                    seg.tensors["advantages"] = flat[offset: offset + n]
+                    offset += n
+        mask = torch.cat([s.tensors["mask"] for s in all_segments])
+        kl_all = kl_estimate(torch.cat([s.tensors["old_logp"] for s in all_segments]),
+                             torch.cat([s.tensors["ref_logp"] for s in all_segments]), cfg.kl_estimator)
+        stats["kl_ref"] = float(masked_mean(kl_all, mask))
+        stats["policy_tokens"] = float(mask.sum())
+        return stats
+
+    # ---- optimisation -------------------------------------------------------------------------
+    def _optimise(self, segments: list[Segment], update: int) -> dict[str, float]:
+        cfg = self.config
+        rng = np.random.default_rng(_derive_seed(cfg.seed, update, 3))
+        sums: dict[str, float] = {}
+        steps = 0
+        if cfg.gradient_checkpointing:
+            self.model.train()  # HF checkpointing is active in train mode only
+        for _ in range(cfg.ppo_epochs):
+            order = rng.permutation(len(segments)).tolist()
+            for mb_start in range(0, len(order), cfg.minibatch_size):
+                mb = [segments[i] for i in order[mb_start: mb_start + cfg.minibatch_size]]
+                mb_tokens = sum(float(s.tensors["mask"].sum()) for s in mb)
+                if mb_tokens == 0:
+                    continue
+                self.optimizer.zero_grad(set_to_none=True)
+                for mi in range(0, len(mb), cfg.micro_batch_size):
+                    micro = mb[mi: mi + cfg.micro_batch_size]
+                    loss, parts = self._micro_loss(micro)
+                    weight = sum(float(s.tensors["mask"].sum()) for s in micro) / mb_tokens
+                    (loss * weight).backward()
+                    for k, v in parts.items():
+                        sums[k] = sums.get(k, 0.0) + v * weight
+                params = [p for group in self.optimizer.param_groups for p in group["params"]]
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(grad_norm)
+                self.optimizer.step()
+                steps += 1
+        self.optimizer.zero_grad(set_to_none=True)
+        self.model.eval()
+        out = {k: v / max(steps, 1) for k, v in sums.items()}
+        out["optimizer_steps"] = float(steps)
+        return out
+
+    def _micro_loss(self, micro: list[Segment]):
+        cfg = self.config
+        ids, attn = _pad_rows([s.input_ids for s in micro], self.pad_id, self.device)
+        width = ids.shape[1]
+        t = {k: _pad_float([s.tensors[k] for s in micro], width, self.device)
+             for k in ("mask", "old_logp", "ref_logp", "old_values", "advantages", "returns")}
+        fwd = policy_forward(self.model, ids, attn, temperature=cfg.temperature, value_head=self.value_head,
+                             with_entropy=cfg.entropy_coef > 0)
+        mask = t["mask"]
+        loss, stats = clipped_policy_loss(fwd["logp"], t["old_logp"], t["advantages"], mask, cfg.clip_eps)
+        parts = {"policy_loss": float(loss.detach()), **stats}
+        if self.value_head is not None:
+            v_loss, v_stats = clipped_value_loss(fwd["values"], t["old_values"], t["returns"], mask, cfg.value_clip_eps)
+            loss = loss + cfg.value_coef * v_loss
+            parts.update(value_loss=float(v_loss.detach()), **v_stats)
+        if not cfg.kl_reward and cfg.kl_coef > 0:
+            kl = masked_mean(kl_estimate(fwd["logp"], t["ref_logp"], cfg.kl_estimator), mask)
+            loss = loss + cfg.kl_coef * kl
+            parts["kl_loss"] = float(kl.detach())
+        if fwd["entropy"] is not None:
+            entropy = masked_mean(fwd["entropy"], mask)
+            loss = loss - cfg.entropy_coef * entropy
+            parts["entropy"] = float(entropy.detach())
+        return loss, parts
+
+    # ---- checkpoints ---------------------------------------------------------------------------
+    def _save(self, next_update: int) -> None:
+        from agents.sft import atomic_output_dir
+
+        with atomic_output_dir(self.checkpoint_dir) as tmp:
+            self.model.save_pretrained(tmp)
+            self.tokenizer.save_pretrained(tmp)
+            if self.value_head is not None:
+                torch.save(self.value_head.state_dict(), tmp / VALUE_HEAD_FILE)
+            if self.config.save_optimizer:
+                torch.save(self.optimizer.state_dict(), tmp / OPTIMIZER_FILE)
+            (tmp / TRAINER_STATE_FILE).write_text(json.dumps(
+                {"update": next_update, "config": asdict(self.config), "base_model": self.base_path,
+                 "saved_at": time.time()}, indent=2, default=str))
+
+    def _log(self, row: dict[str, Any]) -> None:
+        self.history.append(row)
+        with open(self.output_dir / LOG_FILE, "a") as f:
+            f.write(json.dumps(row, sort_keys=True) + "\n")
+
+    def _trim_log(self) -> None:
+        """Drop log rows of updates after the checkpoint (a crash between log and save)."""
+        path = self.output_dir / LOG_FILE
+        if not path.is_file():
+            return
+        keep = [line for line in path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("update", -1) < self.start_update]
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(line + "\n" for line in keep))
+        os.replace(tmp, path)
+        self.history = [json.loads(line) for line in keep]
+
+    # ---- the loop ------------------------------------------------------------------------------
+    def step(self, update: int) -> dict[str, Any]:
+        """One update: roll out, score, compute advantages, optimise. Returns its statistics."""
+        t0 = time.perf_counter()
+        episodes = self.rollout(update)
+        t_roll = time.perf_counter() - t0
+        segments = [s for ep in episodes for s in ep.segments]
+        self._score(segments)
+        stats: dict[str, Any] = {"update": update}
+        stats.update(self.compute_advantages(episodes))
+        stats.update(self._optimise(segments, update))
+        n = len(episodes)
+        stats.update(
+            reward=sum(ep.reward for ep in episodes) / n,
+            return_=sum(ep.return_ for ep in episodes) / n,
+            turns=sum(len(ep.turns) for ep in episodes) / n,
+            response_tokens=sum(t.completion_tokens for ep in episodes for t in ep.turns) / max(
+                1, sum(len(ep.turns) for ep in episodes)),
+            segments_per_episode=len(segments) / n,
+            rollout_s=t_roll,
+            update_s=time.perf_counter() - t0,
+        )
+        return stats
+
+    def train(self) -> Path:
+        """Run (or resume) training; returns the checkpoint directory (a HF causal-LM checkpoint)."""
+        from tqdm.auto import tqdm
+
+        cfg = self.config
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self._setup()
+        self._trim_log()
+        if self.start_update >= cfg.total_updates:
+            return self.checkpoint_dir
+        bar = tqdm(range(self.start_update, cfg.total_updates), initial=self.start_update, total=cfg.total_updates,
+                   desc=cfg.algorithm, unit="update", disable=not cfg.progress)
+        for update in bar:
+            stats = self.step(update)
+            self._log(stats)
+            bar.set_postfix(reward=f"{stats['reward']:.3f}", kl=f"{stats['kl_ref']:.4f}")
+            if (update + 1) % cfg.save_every == 0 or update + 1 == cfg.total_updates:
+                self._save(update + 1)
+        bar.close()
+        return self.checkpoint_dir
+
+

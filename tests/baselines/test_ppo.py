@@ -1,0 +1,113 @@
+"""baselines.ppo: multi-turn episodes in the real environment, reward placement, PPO/GRPO updates."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from baselines.ppo import CHECKPOINT_DIR, LOG_FILE, PPOConfig, PPOTrainer
+
+torch.set_num_threads(1)
+
+WRONG = "```python\ndef f(x):\n    return x + 2\n```"
+RIGHT = "```python\ndef f(x):\n    return x + 1\n```"
+
+
+def small_config(tmp_path, tiny_dir, **kw) -> PPOConfig:
+    base = dict(model=str(tiny_dir), output_dir=str(tmp_path / "run"), total_updates=2, episodes_per_update=2,
+                minibatch_size=4, micro_batch_size=2, max_new_tokens=12, max_turns=2, learning_rate=1e-3,
+                invalid_code_penalty=0.1, progress=False, device="cpu", problem_ids=("Toy/inc", "Toy/dbl"))
+    base.update(kw)
+    return PPOConfig(**base)
+
+
+def _weights(path):
+    from transformers import AutoModelForCausalLM
+
+    return {k: v.clone() for k, v in AutoModelForCausalLM.from_pretrained(path).state_dict().items()}
+
+
+def test_scripted_episode_places_the_reward_on_the_last_policy_token(tmp_path, tiny_dir, sandbox, toy):
+    cfg = small_config(tmp_path, tiny_dir, episodes_per_update=1, problem_ids=("Toy/inc",))
+    trainer = PPOTrainer(cfg, problems=toy, sandbox=sandbox)
+    trainer._setup()
+    tok = trainer.tokenizer
+    script = iter([WRONG, RIGHT])
+
+    def scripted(contexts):
+        return [tok(next(script), add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for _ in contexts]
+
+    trainer._generate = scripted
+    (ep,) = trainer.rollout(0)
+    assert [t.public_passed for t in ep.turns] == [False, True]
+    assert ep.reward == 1.0 and ep.return_ == 1.0 and ep.done
+    assert "Test failed" in ep.turns[0].feedback
+    seg = ep.segments[-1]
+    # the policy mask covers exactly the two sampled responses (each with its stop token)
+    n_policy = sum(s.policy_mask.count(1) for s in ep.segments)
+    assert n_policy == sum(t.completion_tokens for t in ep.turns)
+    # the feedback tokens are context, not actions
+    text_ctx = tok.decode([i for s in ep.segments for i, m in zip(s.input_ids, s.policy_mask) if not m])
+    assert "Feedback:" in text_ctx and "Test failed" in text_ctx
+    nonzero = [(k, i, v) for k, s in enumerate(ep.segments) for i, v in enumerate(s.scores) if v]
+    assert nonzero == [(len(ep.segments) - 1, len(seg.input_ids) - 1, 1.0)]
+    assert seg.policy_mask[-1] == 1
+    # the ChatML context of turn 2 extends turn 1's sequence, so the episode is one segment
+    assert len(ep.segments) == 1
+    trajs = trainer.trajectories([ep], 0)
+    assert trajs[0].success and trajs[0].prompt.startswith("Write a Python function")
+
+
+def test_invalid_code_penalty_sits_at_each_failed_turn(tmp_path, tiny_dir, sandbox, toy):
+    cfg = small_config(tmp_path, tiny_dir, episodes_per_update=1, problem_ids=("Toy/inc",), invalid_code_penalty=0.2)
+    trainer = PPOTrainer(cfg, problems=toy, sandbox=sandbox)
+    trainer._setup()
+    tok = trainer.tokenizer
+    trainer._generate = lambda contexts: [tok("no code here", add_special_tokens=False)["input_ids"]
+                                          + [tok.eos_token_id] for _ in contexts]
+    (ep,) = trainer.rollout(0)
+    assert len(ep.turns) == 2 and ep.reward == 0.0 and ep.return_ == pytest.approx(-0.4)
+    scores = [v for s in ep.segments for v in s.scores if v]
+    assert scores == pytest.approx([-0.2, -0.2])
+
+
+@pytest.mark.parametrize("algorithm", ["ppo", "grpo"])
+def test_updates_run_end_to_end_change_the_weights_and_resume(tmp_path, tiny_dir, sandbox, toy, algorithm):
+    cfg = small_config(tmp_path, tiny_dir, algorithm=algorithm, group_size=2,
+                       kl_estimator="k3" if algorithm == "grpo" else "k1", entropy_coef=0.01)
+    path = PPOTrainer(cfg, problems=toy, sandbox=sandbox).train()
+    assert path == tmp_path / "run" / CHECKPOINT_DIR
+    before, after = _weights(tiny_dir), _weights(path)
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    rows = [json.loads(line) for line in (tmp_path / "run" / LOG_FILE).read_text().splitlines()]
+    assert [r["update"] for r in rows] == [0, 1]
+    assert all(r["optimizer_steps"] >= 1 and r["policy_tokens"] > 0 for r in rows)
+    assert (path / "value_head.pt").is_file() == (algorithm == "ppo")
+    state = json.loads((path / "trainer_state.json").read_text())
+    assert state["update"] == 2
+    # resume: one more update continues from the checkpoint
+    more = PPOTrainer(PPOConfig(**{**cfg.__dict__, "total_updates": 3}), problems=toy, sandbox=sandbox)
+    more.train()
+    rows = [json.loads(line) for line in (tmp_path / "run" / LOG_FILE).read_text().splitlines()]
+    assert [r["update"] for r in rows] == [0, 1, 2]
+    # a different configuration refuses to resume from this checkpoint
+    with pytest.raises(ValueError, match="different configuration"):
+        PPOTrainer(PPOConfig(**{**cfg.__dict__, "learning_rate": 0.5}), problems=toy,
+                   sandbox=sandbox).train()
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="algorithm"):
+        PPOConfig(model="m", output_dir="o", algorithm="a2c")
+    with pytest.raises(ValueError, match="multiple of"):
+        PPOConfig(model="m", output_dir="o", algorithm="grpo", episodes_per_update=5, group_size=4)
+    with pytest.raises(ValueError, match="temperature"):
+        PPOConfig(model="m", output_dir="o", temperature=0.0)
+    with pytest.raises(ValueError, match="kl_estimator"):
+        PPOConfig(model="m", output_dir="o", kl_estimator="k9")
+    assert PPOConfig(model="m", output_dir="o").kl_reward
+    assert not PPOConfig(model="m", output_dir="o", algorithm="grpo").kl_reward
+    with pytest.raises(ValueError, match="unknown PPOConfig"):
+        PPOConfig.from_dict({"model": "m", "output_dir": "o", "lr": 1})
