@@ -64,6 +64,13 @@ def _package_dirs(names: tuple[str, ...]) -> list[tuple[str, Path]]:
     return found
 
 
+# Not ``-I``: isolated mode implies -E, which ignores PYTHONHASHSEED, so every zygote got its
+# own random hash seed and set/dict-of-str iteration order (and hash()) differed between workers
+# and restarts. The environment is ours alone (bwrap --clearenv / Popen env=), so -E buys nothing;
+# -s (no user site) and -P (no script dir on sys.path, 3.11+) keep the rest of isolated mode.
+PYTHON_FLAGS = ["-s", "-S"] + (["-P"] if sys.version_info >= (3, 11) else [])
+
+
 def is_root() -> bool:
     return os.geteuid() == 0
 
@@ -117,13 +124,13 @@ def build_worker(tier: str, slot: int, preload: tuple[str, ...], tmpfs_mb: int, 
             for cap in ("CAP_SETUID", "CAP_SETGID", "CAP_CHOWN", "CAP_FOWNER", "CAP_KILL", "CAP_DAC_OVERRIDE"):
                 argv += ["--cap-add", cap]
         rel_binary = binary.relative_to(base) if binary.is_relative_to(base) else Path("bin") / binary.name
-        argv += [f"{JAIL_PY}/{rel_binary}", "-I", "-S", JAIL_ZYGOTE]
+        argv += [f"{JAIL_PY}/{rel_binary}", *PYTHON_FLAGS, JAIL_ZYGOTE]
         config = {"uid": uid, "scratch_root": "/tmp", "seccomp_bpf": seccomp,
                   "sys_path": [JAIL_SITE], "preload": [name for name, _ in packages if not name.endswith(".libs")]}
         return WorkerSpec(argv=argv, env=env, config=config, tier=tier)
     if tier in ("process", "none"):
         scratch_root = Path(os.environ.get("TMPDIR", "/tmp")) / f"mucode-sbx-{os.getpid()}-{slot}"
-        argv = [str(binary), "-I", "-S", str(ZYGOTE_PATH)]
+        argv = [str(binary), *PYTHON_FLAGS, str(ZYGOTE_PATH)]
         sys_path = sorted({str(path.parent) for _, path in packages})
         config = {"uid": uid, "scratch_root": str(scratch_root), "seccomp_bpf": seccomp, "sys_path": sys_path,
                   "preload": [name for name, _ in packages if not name.endswith(".libs")]}

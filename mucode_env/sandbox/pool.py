@@ -7,6 +7,7 @@ import json
 import os
 import queue
 import select
+import shutil
 import signal
 import struct
 import subprocess
@@ -328,6 +329,10 @@ class Sandbox:
             executor.shutdown(wait=True, cancel_futures=True)
         for worker in self._workers:
             worker.kill()
+            # Process/none tiers keep their scratch root on the host's /tmp: remove it (rmtree
+            # does not follow the symlinks a program may have left).
+            if worker.spec.tier in ("process", "none"):
+                shutil.rmtree(worker.spec.config["scratch_root"], ignore_errors=True)
 
     def __deepcopy__(self, memo: dict) -> "Sandbox":
         # A pool of live processes is a shared resource, not a value: gym.make deep-copies its

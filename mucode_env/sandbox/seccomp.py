@@ -29,6 +29,12 @@ DENIED_SYSCALLS = (
     "fchownat", "mknod", "mknodat", "settimeofday", "clock_settime", "adjtimex", "sethostname",
     "setdomainname", "iopl", "ioperm", "lookup_dcookie", "kcmp", "mbind", "migrate_pages",
     "move_pages", "set_mempolicy",
+    # System V IPC and POSIX message queues live in the worker's IPC namespace, which outlives
+    # each child and is shared by every execution in that worker: a segment or queue created by
+    # one program was readable by the next one (cross-episode channel). Nothing needs them.
+    "shmget", "shmat", "shmdt", "shmctl", "msgget", "msgsnd", "msgrcv", "msgctl",
+    "semget", "semop", "semtimedop", "semctl",
+    "mq_open", "mq_unlink", "mq_timedsend", "mq_timedreceive", "mq_notify", "mq_getsetattr",
 )
 
 

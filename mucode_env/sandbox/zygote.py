@@ -20,7 +20,6 @@ import json
 import os
 import resource
 import select
-import shutil
 import signal
 import struct
 import sys
@@ -38,6 +37,10 @@ PR_SET_NO_NEW_PRIVS = 38
 PR_SET_SECCOMP = 22
 SECCOMP_MODE_FILTER = 2
 MAX_DEPTH = 50
+MAX_TB_WALK = 5000
+MAX_TB_SHOWN = 10
+DEEP_STACK = 20000  # frames: deeper than this, unwinding after a timeout takes seconds
+WIPE_BUDGET_S = 2.0
 USER_FILES = ("solution.py", "test_setup.py", "<test>")
 
 
@@ -56,45 +59,84 @@ class _NotPlain(Exception):
     pass
 
 
-def _encode(value, depth=0):
-    """Encode plain builtin data as tagged JSON. Exact types only: subclasses are refused."""
+def _encode(value, depth=0, budget=None):
+    """Encode plain builtin data as tagged JSON. Exact types only: subclasses are refused.
+
+    ``budget`` is a one-element list holding the bytes still allowed: encoding stops with
+    _TooLarge as soon as the value is provably too big, so that a small object graph with shared
+    references (``a = [a, a]`` 40 times) or a 200 MB string cannot make the child spend its whole
+    deadline (or its memory) serialising.
+    """
+    if budget is None:
+        budget = [1 << 62]
     if depth > MAX_DEPTH:
         raise _NotPlain("value nested more than %d levels deep" % MAX_DEPTH)
     t = type(value)
-    if value is None or t is bool or t is str:
+    budget[0] -= 8
+    if budget[0] < 0:
+        raise _TooLarge("return value larger than the limit")
+    if value is None or t is bool:
+        return value
+    if t is str:
+        budget[0] -= len(value)
+        if budget[0] < 0:
+            raise _TooLarge("return value larger than the limit")
         return value
     if t is int:
         if -(1 << 53) < value < (1 << 53):
             return value
+        budget[0] -= value.bit_length() // 4
+        if budget[0] < 0:
+            raise _TooLarge("return value larger than the limit")
         return {"i": hex(value)}
     if t is float:
         return {"f": float.hex(value)}
     if t is complex:
         return {"c": [float.hex(value.real), float.hex(value.imag)]}
     if t is bytes:
+        budget[0] -= 2 * len(value)
+        if budget[0] < 0:
+            raise _TooLarge("return value larger than the limit")
         return {"b": value.hex()}
     if t is list:
-        return [_encode(v, depth + 1) for v in value]
+        return [_encode(v, depth + 1, budget) for v in value]
     if t is tuple:
-        return {"t": [_encode(v, depth + 1) for v in value]}
+        return {"t": [_encode(v, depth + 1, budget) for v in value]}
     if t is set or t is frozenset:
-        return {"s" if t is set else "fs": [_encode(v, depth + 1) for v in value]}
+        return {"s" if t is set else "fs": [_encode(v, depth + 1, budget) for v in value]}
     if t is dict:
-        return {"d": [[_encode(k, depth + 1), _encode(v, depth + 1)] for k, v in value.items()]}
+        return {"d": [[_encode(k, depth + 1, budget), _encode(v, depth + 1, budget)] for k, v in value.items()]}
     raise _NotPlain("returned a %s; tests accept only plain builtin values "
                     "(None, bool, int, float, complex, str, bytes, list, tuple, set, dict)"
                     % getattr(t, "__qualname__", "non-builtin object"))
 
 
 def _short_traceback(exc, limit_chars=1500):
-    """The exception with only the program's own frames (never sandbox frames)."""
+    """The exception with only the program's own frames (never sandbox frames).
+
+    The traceback chain is walked at most MAX_TB_WALK entries deep: a recursion bomb under
+    ``sys.setrecursionlimit(10**9)`` leaves millions of entries, and extracting them all took
+    longer than the deadline (and more memory than the limit), so no record came back.
+    """
     import traceback
 
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename in USER_FILES]
+    entries = []
+    tb = exc.__traceback__
+    while tb is not None and len(entries) < MAX_TB_WALK:
+        if tb.tb_frame.f_code.co_filename in USER_FILES:
+            entries.append((tb.tb_frame, tb.tb_lineno))
+        tb = tb.tb_next
+    omitted = tb is not None
+    if len(entries) > 2 * MAX_TB_SHOWN:
+        entries = entries[:MAX_TB_SHOWN] + entries[-MAX_TB_SHOWN:]
+        omitted = True
+    frames = traceback.StackSummary.extract(iter(entries), lookup_lines=False)
     lines = []
     if frames:
         lines.append("Traceback (most recent call last):\n")
         lines.extend(traceback.format_list(frames))
+        if omitted:
+            lines.append("  [... deeper frames omitted ...]\n")
     try:
         lines.extend(traceback.format_exception_only(type(exc), exc))
     except BaseException:  # a hostile __str__ must not break reporting
@@ -125,29 +167,101 @@ def _write_record(record):
         view = view[n:]
 
 
+# The test the child is running (-1: loading the program) and how often its alarm fired.
+_ALARM = {"test": -1, "fired": 0, "started": 0.0, "grace": 0.5}
+
+
+def _emergency_timeout():
+    """Report a timeout for the current test and end the child at once.
+
+    Used when raising _Alarm cannot work: the program swallowed the first alarm (bare ``except``
+    in a loop), or the stack is so deep that unwinding it would take longer than the deadline.
+    The tests after this one are reported as not run; the run's verdict is TIMEOUT either way.
+    """
+    try:
+        os.write(RESULT_FD, ("\n" + json.dumps({"t": _ALARM["test"], "ok": False, "kind": "timeout",
+                                                 "ms": (time.perf_counter() - _ALARM["started"]) * 1e3}) + "\n").encode())
+    except BaseException:
+        pass
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BaseException:
+        pass
+    os._exit(0)
+
+
 def _on_alarm(signum, frame):
+    _ALARM["fired"] += 1
+    if _ALARM["fired"] > 1:
+        _emergency_timeout()
+    try:
+        sys._getframe(DEEP_STACK)
+        deep = True
+    except ValueError:
+        deep = False
+    if deep:
+        _emergency_timeout()
+    # Fire again after a grace period: if the program catches _Alarm and keeps going, the second
+    # alarm ends the child instead of letting it spin until the zygote's deadline.
+    signal.setitimer(signal.ITIMER_REAL, _ALARM["grace"])
     raise _Alarm()
 
 
-def _set_alarm(seconds):
+def _set_alarm(seconds, test=None):
+    if seconds:
+        _ALARM["fired"] = 0
+        _ALARM["grace"] = min(1.0, max(0.05, 0.5 * seconds))
+        _ALARM["started"] = time.perf_counter()
+        if test is not None:
+            _ALARM["test"] = test
     signal.setitimer(signal.ITIMER_REAL, seconds)
 
 
 def _error_record(test_index, exc, started, kind="error"):
     if isinstance(exc, _Alarm):
         return {"t": test_index, "ok": False, "kind": "timeout", "ms": (time.perf_counter() - started) * 1e3}
-    record = {
-        "t": test_index, "ok": False, "kind": kind,
-        "etype": _exc_type(exc), "emsg": _exc_message(exc), "tb": _short_traceback(exc),
-        "ms": (time.perf_counter() - started) * 1e3,
-    }
-    if isinstance(exc, SyntaxError):
-        record["kind"] = "compile"
-    if isinstance(exc, MemoryError):
-        record["kind"] = "memory"
-    if isinstance(exc, RecursionError):
-        record["kind"] = "error"
-    return record
+    ms = (time.perf_counter() - started) * 1e3
+    kind = "compile" if isinstance(exc, SyntaxError) else "memory" if isinstance(exc, MemoryError) else kind
+    try:
+        return {"t": test_index, "ok": False, "kind": kind,
+                "etype": _exc_type(exc), "emsg": _exc_message(exc), "tb": _short_traceback(exc), "ms": ms}
+    except BaseException:
+        # Out of memory (or a hostile exception) while formatting: drop the traceback, whose
+        # frames hold the memory, and report what is cheap to report.
+        try:
+            exc.__traceback__ = None
+        except BaseException:
+            pass
+        return {"t": test_index, "ok": False, "kind": kind, "etype": _exc_type(exc), "emsg": "", "tb": "", "ms": ms}
+
+
+def _report_failure(test_index, exc, started, kind="error", adjust=None):
+    """Write the failure record of ``exc``; never raises (a missing record would read NOT_RUN)."""
+    try:
+        record = _error_record(test_index, exc, started, kind)
+        if adjust is not None:
+            adjust(record, exc)
+        _write_record(record)
+    except BaseException:
+        try:
+            _write_record({"t": test_index, "ok": False, "kind": "memory" if isinstance(exc, MemoryError) else kind,
+                           "etype": "Error", "emsg": "", "tb": "", "ms": 0.0})
+        except BaseException:
+            pass
+
+
+def _load_adjust(record, exc):
+    if isinstance(exc, SystemExit):
+        record["etype"], record["emsg"] = "SystemExit", "the program exited before the tests ran"
+
+
+def _test_adjust(record, exc):
+    if isinstance(exc, (_NotPlain, _TooLarge)):
+        record["kind"] = "bad_value"
+        record["tb"] = ""
+    if isinstance(exc, SystemExit):
+        record["etype"], record["emsg"] = "SystemExit", "the program called exit() during a test"
 
 
 def _run_call(request):
@@ -159,43 +273,34 @@ def _run_call(request):
     try:
         program = compile(request["code"], "solution.py", "exec", dont_inherit=True)
     except BaseException as exc:  # SyntaxError, ValueError (NUL bytes), RecursionError, MemoryError
-        record = _error_record(-1, exc, started, kind="compile")
-        if isinstance(exc, MemoryError):
-            record["kind"] = "memory"
-        _write_record(record)
+        _report_failure(-1, exc, started, kind="compile")
         return
     try:
-        _set_alarm(per_test_s)
+        _set_alarm(per_test_s, test=-1)
         exec(program, namespace)
         if request.get("setup"):
             exec(compile(request["setup"], "test_setup.py", "exec", dont_inherit=True), namespace)
         _set_alarm(0)
     except BaseException as exc:
         _set_alarm(0)
-        record = _error_record(-1, exc, started, kind="load")
-        if isinstance(exc, SystemExit):
-            record["etype"], record["emsg"] = "SystemExit", "the program exited before the tests ran"
-        _write_record(record)
+        _report_failure(-1, exc, started, kind="load", adjust=_load_adjust)
         return
     for index, exprs in enumerate(request["tests"]):
         started = time.perf_counter()
         try:
-            _set_alarm(per_test_s)
+            _set_alarm(per_test_s, test=index)
             values = [eval(compile(e, "<test>", "eval", dont_inherit=True), namespace) for e in exprs]
+            # Encoding stays under the test's alarm and a size budget (hostile return values).
+            encoded = json.dumps([_encode(v, 0, [value_bytes]) for v in values], ensure_ascii=True)
             _set_alarm(0)
-            encoded = json.dumps([_encode(v) for v in values], ensure_ascii=True)
+            del values
             if len(encoded) > value_bytes:
                 raise _TooLarge("return value larger than %d bytes" % value_bytes)
             _write_record({"t": index, "ok": True, "v": encoded, "ms": (time.perf_counter() - started) * 1e3})
         except BaseException as exc:
             _set_alarm(0)
-            record = _error_record(index, exc, started)
-            if isinstance(exc, (_NotPlain, _TooLarge)):
-                record["kind"] = "bad_value"
-                record["tb"] = ""
-            if isinstance(exc, SystemExit):
-                record["etype"], record["emsg"] = "SystemExit", "the program called exit() during a test"
-            _write_record(record)
+            values = encoded = None
+            _report_failure(index, exc, started, adjust=_test_adjust)
 
 
 def _run_stdio(request):
@@ -205,10 +310,10 @@ def _run_stdio(request):
     try:
         program = compile(request["code"], "solution.py", "exec", dont_inherit=True)
     except BaseException as exc:
-        _write_record(_error_record(-1, exc, started, kind="compile"))
+        _report_failure(-1, exc, started, kind="compile")
         return
     try:
-        _set_alarm(float(request["per_test_s"]))
+        _set_alarm(float(request["per_test_s"]), test=0)
         exec(program, namespace)
         _set_alarm(0)
     except SystemExit as exc:
@@ -220,7 +325,7 @@ def _run_stdio(request):
             return
     except BaseException as exc:
         _set_alarm(0)
-        _write_record(_error_record(0, exc, started))
+        _report_failure(0, exc, started)
         return
     try:
         sys.stdout.flush()
@@ -235,6 +340,25 @@ class _SockFilter(ctypes.Structure):
 
 class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter))]
+
+
+def _wipe_tree(path, deadline, depth):
+    if depth > 100 or time.monotonic() > deadline:
+        return False
+    complete = True
+    with os.scandir(path) as entries:
+        for n, entry in enumerate(entries):
+            if entry.is_dir(follow_symlinks=False):
+                complete = _wipe_tree(entry.path, deadline, depth + 1) and complete
+            else:
+                try:
+                    os.unlink(entry.path)
+                except FileNotFoundError:
+                    pass
+            if not complete or (n & 1023 == 1023 and time.monotonic() > deadline):
+                return False
+    os.rmdir(path)
+    return True
 
 
 class Zygote:
@@ -294,10 +418,22 @@ class Zygote:
         sys.stdin = open(0, "r", encoding="utf-8", errors="replace", closefd=False)
         sys.stdout = open(1, "w", encoding="utf-8", errors="backslashreplace", closefd=False, buffering=1 << 16)
         sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False, buffering=1)
-        if request["mode"] == "stdio":
-            _run_stdio(request)
-        else:
-            _run_call(request)
+        try:
+            if request["mode"] == "stdio":
+                _run_stdio(request)
+            else:
+                _run_call(request)
+        except BaseException as exc:
+            # Something escaped the per-test handlers: typically an alarm that was pending while
+            # a deep recursion unwound and fired inside the handler. Report it for the running
+            # test instead of leaving no record (which would read as NOT_RUN).
+            _set_alarm(0)
+            kind = "timeout" if isinstance(exc, _Alarm) else "memory" if isinstance(exc, MemoryError) else "error"
+            try:
+                _write_record({"t": _ALARM["test"], "ok": False, "kind": kind, "etype": _exc_type(exc),
+                               "emsg": "", "tb": "", "ms": (time.perf_counter() - _ALARM["started"]) * 1e3})
+            except BaseException:
+                pass
         try:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -322,9 +458,18 @@ class Zygote:
         return head + "\n... [output truncated] ...\n" + tail, True, size
 
     def _wipe(self, scratch):
-        # Never follow symlinks the program left behind.
-        if os.path.lexists(scratch):
-            shutil.rmtree(scratch, ignore_errors=True)
+        """Delete the scratch dir without following symlinks. False if that was not done quickly
+        and completely (a million files, very deep trees): the host then restarts the worker,
+        which frees the whole tmpfs at once. A synchronous rmtree of such a tree took longer than
+        the host's reply timeout, which a hostile program could use to force SANDBOX_ERRORs.
+        """
+        deadline = time.monotonic() + WIPE_BUDGET_S
+        if not os.path.lexists(scratch):
+            return True
+        try:
+            return _wipe_tree(scratch, deadline, 0)
+        except BaseException:  # OSError (ENAMETOOLONG...), RecursionError, MemoryError
+            return False
 
     def _new_scratch(self):
         self.tmp_counter += 1
@@ -400,8 +545,9 @@ class Zygote:
         records = os.pread(result_fd, min(result_size, 64 << 20), 0).decode("utf-8", "replace")
         for fd in {stdin_fd, out_fd, err_fd, result_fd}:
             os.close(fd)
-        self._wipe(scratch)
+        clean = self._wipe(scratch)
         reply = {
+            "dirty": not clean,
             "records": records,
             "output": output,
             "output_truncated": truncated,
