@@ -1,0 +1,214 @@
+"""baselines.bench: planning, resumable evaluation cells, Table 1 / ablation / selector tables, CIs, CLI."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+
+import pytest
+
+from baselines import cli_bench
+from baselines.bench import (
+    BenchConfig,
+    MissingCheckpointError,
+    accuracy_interval,
+    paired_bootstrap,
+    plan_cells,
+    resolve_checkpoint,
+    run_bench,
+)
+from mucode_env.metrics import wilson_interval
+
+PIDS = [f"P/{i}" for i in range(40)]
+# synthetic skill per agent: the share of problems it solves (deterministic, nested sets)
+SKILL = {"instruct": 0.3, "rft": 0.35, "rft_lv": 0.4, "ppo": 0.38, "mucode_ov": 0.42, "mucode_lv": 0.43, "mucode": 0.5}
+SELECTOR_BONUS = {"random": -0.1, "lv": -0.05, "pt": -0.02, "pt+lv": 0.0, "greedy": 0.0}
+
+
+class FakeEvaluator:
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, spec, setting, env_id, config):
+        self.calls.append((spec.name, setting.max_turns, setting.n, setting.selector, env_id))
+        sel = "greedy" if setting.n == 1 else setting.selector
+        skill = SKILL[spec.name] + 0.05 * (setting.max_turns > 1) + 0.1 * (setting.n > 1) + SELECTOR_BONUS[sel]
+        solved = int(round(skill * len(PIDS)))
+        per_problem = {pid: float(i < solved) for i, pid in enumerate(PIDS)}
+        by_turn = [skill * (t + 1) / setting.max_turns for t in range(setting.max_turns)]
+        used = setting.selector if (spec.verifier or not setting.needs_verifier) else "pt"
+        return {"per_problem": per_problem, "accuracy_by_turn": by_turn, "selector_used": used, "stats": {}}
+
+
+def config(tmp_path, **kw) -> BenchConfig:
+    base = dict(run_dir=str(tmp_path / "bench"), agents=("instruct", "rft", "ppo", "mucode"), progress=False,
+                checkpoints={"rft": "ck/rft", "ppo": "ck/ppo", "mucode": "ck/mucode", "rft_lv": "ck/rft_lv",
+                             "mucode_ov": "ck/ov", "mucode_lv": "ck/lv"},
+                verifier="ck/verifier", n_bootstrap=500)
+    base.update(kw)
+    return BenchConfig(**base)
+
+
+def test_plan_covers_table1_ablations_and_selectors_without_duplicates(tmp_path):
+    cells = plan_cells(config(tmp_path, ablations=True, selectors=True))
+    slugs = [(c.slug, c.env_id) for c in cells]
+    assert len(slugs) == len(set(slugs))
+    # 4 agents x 3 settings + 3 new ablation agents + 3 new selectors of µCODE
+    assert len(cells) == 12 + 3 + 3
+    assert {c.slug for c in cells if c.agent == "mucode"} == {
+        "mucode__T1_N1_greedy", "mucode__T3_N1_greedy", "mucode__T3_N5_ptlv", "mucode__T3_N5_random",
+        "mucode__T3_N5_lv", "mucode__T3_N5_pt"}
+
+
+def test_tables_from_synthetic_results_and_resume(tmp_path):
+    fake = FakeEvaluator()
+    cfg = config(tmp_path, ablations=True, selectors=True)
+    out = run_bench(cfg, evaluate_fn=fake)
+    run = tmp_path / "bench"
+    for name in ("table1.md", "table1.csv", "ablation.md", "ablation.csv", "selectors.md", "selectors.csv",
+                 "report.md", "turns_MuCode-MBPP-v0.png"):
+        assert (run / name).is_file(), name
+    assert len(fake.calls) == 18 and len(out["cells"]) == 18
+
+    table1 = (run / "table1.md").read_text()
+    lines = [line for line in table1.splitlines() if line.startswith("| ")][1:]
+    methods = [line.split(" | ")[0].lstrip("| ") for line in lines]
+    assert methods == ["single-turn Instruct", "single-turn RFT", "single-turn PPO (RLEF)", "single-turn µCODE",
+                       "multi-turn Instruct", "multi-turn+BoN Instruct", "multi-turn RFT", "multi-turn+BoN RFT",
+                       "multi-turn PPO (RLEF)", "multi-turn+BoN PPO (RLEF)", "multi-turn µCODE", "multi-turn+BoN µCODE"]
+    # µCODE multi-turn BoN: skill 0.5 + 0.05 + 0.1 -> 26/40 solved; Wilson interval and sample size shown
+    lo, hi = wilson_interval(26, 40)
+    row = next(line for line in lines if line.startswith("| multi-turn+BoN µCODE"))
+    assert f"65.0 [{100 * lo:.1f}, {100 * hi:.1f}] (n=40)" in row
+    # the paired difference to Instruct in the same setting (+20 points on nested solved sets)
+    assert "+20.0 [" in row
+    assert "| single-turn Instruct | 1 | 30.0" in table1
+
+    rows = list(csv.DictReader((run / "table1.csv").open()))
+    mu = next(r for r in rows if r["method"] == "multi-turn+BoN µCODE")
+    assert mu["n_problems"] == "40" and float(mu["accuracy"]) == pytest.approx(0.65)
+    assert float(mu["diff"]) == pytest.approx(0.2) and float(mu["diff_lo"]) <= 0.2 <= float(mu["diff_hi"])
+    assert mu["reference"] == "Instruct" and mu["selector"] == "pt+lv"
+
+    ablation = (run / "ablation.md").read_text()
+    assert [line.split(" | ")[0].lstrip("| ") for line in ablation.splitlines() if line.startswith("| ")][1:] == [
+        "RFT", "RFT_LV", "µCODE_OV", "µCODE_LV", "µCODE"]
+    selectors = list(csv.DictReader((run / "selectors.csv").open()))
+    assert [r["method"] for r in selectors] == ["random", "LV", "PT", "PT+LV"]
+    assert float(selectors[0]["diff"]) == pytest.approx(-0.1) and selectors[3]["diff"] == ""
+
+    # resume: a second run evaluates nothing; deleting one cell re-runs only that cell
+    run_bench(cfg, evaluate_fn=fake)
+    assert len(fake.calls) == 18
+    (run / "results" / "MuCode-MBPP-v0" / "ppo__T3_N1_greedy.json").unlink()
+    run_bench(cfg, evaluate_fn=fake)
+    assert fake.calls[18:] == [("ppo", 3, 1, "pt+lv", "MuCode-MBPP-v0")]
+    cell = json.loads((run / "results" / "MuCode-MBPP-v0" / "mucode__T3_N5_ptlv.json").read_text())
+    assert cell["n_problems"] == 40 and cell["verifier"] == "ck/verifier" and len(cell["accuracy_by_turn"]) == 3
+
+
+def test_missing_verifier_falls_back_to_pt_and_is_footnoted(tmp_path):
+    cfg = config(tmp_path, agents=("instruct",), verifier=None, env_ids=("MuCode-MBPP-v0", "MuCode-HumanEval-v0"))
+    out = run_bench(cfg, evaluate_fn=FakeEvaluator())
+    bon = [c for c in out["cells"] if c["setting"]["n"] > 1]
+    assert len(bon) == 2 and all(c["selector_used"] == "pt" for c in bon)
+    table = (tmp_path / "bench" / "table1.md").read_text()
+    assert "MuCode-HumanEval-v0" in table.splitlines()[2] and "†" in table
+    assert "PT selector replaced" in (tmp_path / "bench" / "report.md").read_text()
+
+
+def test_missing_checkpoints_fail_before_any_evaluation(tmp_path):
+    fake = FakeEvaluator()
+    with pytest.raises(MissingCheckpointError, match="--checkpoint"):
+        run_bench(config(tmp_path, checkpoints={}), evaluate_fn=fake)
+    assert fake.calls == []
+
+
+def test_train_mode_uses_the_train_function(tmp_path):
+    trained = []
+
+    def train_fn(agent, cfg, out_dir):
+        trained.append(agent)
+        return str(out_dir)
+
+    run_bench(config(tmp_path, agents=("instruct", "rft"), checkpoints={}, train=True), evaluate_fn=FakeEvaluator(),
+              train_fn=train_fn)
+    assert trained == ["rft"]
+
+
+def test_resolve_checkpoint_reads_training_run_directories(tmp_path):
+    run = tmp_path / "mucode"
+    run.mkdir()
+    (run / "best.json").write_text(json.dumps({"generator": "G", "verifier": "V"}))
+    assert resolve_checkpoint(run, "default") == ("G", "V")
+    ppo = tmp_path / "ppo"
+    (ppo / "checkpoint").mkdir(parents=True)
+    (ppo / "checkpoint" / "config.json").write_text("{}")
+    assert resolve_checkpoint(ppo, "default") == (str(ppo / "checkpoint"), "default")
+    assert resolve_checkpoint(tmp_path / "gen", None) == (str(tmp_path / "gen"), None)
+
+
+def test_intervals():
+    assert accuracy_interval([1.0, 0.0, 1.0, 1.0]) == wilson_interval(3, 4)
+    lo, hi = accuracy_interval([0.5, 0.7, 0.2, 0.9, 0.4], n_bootstrap=500)
+    assert 0.2 <= lo < 0.54 < hi <= 0.9
+    d = paired_bootstrap({"a": 1.0, "b": 1.0, "c": 0.0, "x": 1.0}, {"a": 0.0, "b": 1.0, "c": 0.0})
+    assert d["n"] == 3 and d["diff"] == pytest.approx(1 / 3) and d["lo"] <= 1 / 3 <= d["hi"]
+    assert paired_bootstrap({"a": 1.0}, {"b": 1.0})["n"] == 0
+
+
+def test_config_validation_and_cli(tmp_path):
+    with pytest.raises(ValueError, match="Did you mean"):
+        BenchConfig(run_dir="x", agents=("mucod",))
+    assert BenchConfig(run_dir="x", agents="instruct, rft").agents == ("instruct", "rft")
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command")
+    cli_bench.add_parser(sub)
+    args = parser.parse_args(["bench", "--run-dir", str(tmp_path / "b"), "--agents", "instruct,mucode", "--limit", "5",
+                              "--checkpoint", "mucode=runs/mucode", "--ablations"])
+    cfg = cli_bench._config(args, {})
+    assert cfg.agents == ("instruct", "mucode") and cfg.limit == 5 and cfg.checkpoints == {"mucode": "runs/mucode"}
+    assert cfg.ablations and not cfg.selectors
+    bad = parser.parse_args(["bench", "--run-dir", str(tmp_path / "b"), "--agents", "nope"])
+    assert cli_bench.run(bad) == 2
+
+
+class EchoReferencePolicy:
+    """Answers every chat with the reference solution of the problem its prompt names."""
+
+    name = "echo"
+
+    def __init__(self, solutions):
+        self.solutions = solutions
+
+    def generate(self, chats, params):
+        from agents.policy import Generation
+
+        out = []
+        for chat in chats:
+            sol = next(s for key, s in self.solutions.items() if key in chat[0]["content"])
+            out.append([Generation(f"```python\n{sol}\n```", 5, 5) for _ in range(params.n)])
+        return out
+
+
+def test_default_evaluator_runs_the_shared_bon_engine_on_real_problems(tmp_path, data_dir, monkeypatch):
+    import agents.backends
+    from mucode_env.datasets import load_problems
+
+    problems = load_problems("mbpp", "test", data_dir=str(data_dir))[:2]
+    sols = {p.prompt[:60]: p.reference_solution for p in problems}
+    made = []
+
+    def fake_make_policy(backend, model, **kw):
+        made.append((backend, model))
+        return EchoReferencePolicy(sols)
+
+    monkeypatch.setattr(agents.backends, "make_policy", fake_make_policy)
+    cfg = BenchConfig(run_dir=str(tmp_path / "b"), agents=("instruct",), limit=2, data_dir=str(data_dir),
+                      max_turns=2, bon_n=2, max_new_tokens=16, progress=False, n_bootstrap=200)
+    out = run_bench(cfg)
+    assert made == [("llama_cpp", "qwen2.5-coder-0.5b")]  # one policy for all cells of the agent
+    assert [c["accuracy"] for c in out["cells"]] == [1.0, 1.0, 1.0]
+    assert all(set(c["per_problem"]) == {p.id for p in problems} for c in out["cells"])
+    assert out["cells"][-1]["selector_used"] == "pt"  # no verifier given
