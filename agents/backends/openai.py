@@ -1,0 +1,231 @@
+"""OpenAI-compatible HTTP backend (vLLM, SGLang, llama.cpp servers, hosted APIs).
+
+Requests run concurrently (asyncio + httpx, at most ``max_concurrency`` in flight); each of the n
+samples of a chat is its own request with its own seed, so servers with prefix caching share the
+prompt. Connection failures, timeouts, 429 and 5xx answers are retried with exponential backoff;
+other 4xx answers (a refusal: bad model name, prompt too long) fail at once with the server's
+message.
+
+>>> from agents.backends.openai import OpenAIPolicy
+>>> policy = OpenAIPolicy("http://127.0.0.1:8000/v1", model="Qwen/Qwen2.5-Coder-0.5B-Instruct")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from agents.backends.base import BackendError, BackendUnavailableError, sample_seed, validate_chats
+from agents.policy import Chat, Generation, SamplingParams
+
+__all__ = ["OpenAIPolicy", "RequestRefusedError", "ServerUnreachableError"]
+
+_RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+
+
+class ServerUnreachableError(BackendError):
+    """No answer from the server (connection refused, DNS, timeouts) after all retries."""
+
+
+class RequestRefusedError(BackendError):
+    """The server answered with an error that retrying cannot fix (4xx)."""
+
+
+def _normalize_base_url(url: str) -> str:
+    url = url.rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"base_url must start with http:// or https://, got {url!r}")
+    return url if url.endswith("/v1") else url + "/v1"
+
+
+class OpenAIPolicy:
+    """A :class:`~agents.policy.Policy` over an OpenAI-compatible ``/v1/chat/completions`` server.
+
+    Args:
+        base_url: server root, with or without the trailing ``/v1``.
+        model: model name sent in requests; default: the first id the server lists.
+        api_key: bearer token (default: ``$OPENAI_API_KEY`` read here, else none).
+        max_concurrency: requests in flight at once.
+        timeout_s: read timeout of one request (a long completion must fit in it).
+        connect_timeout_s: connect timeout.
+        max_retries: retries of a failed request (connection errors, timeouts, 408/429/5xx).
+        backoff_s: first backoff; doubles each retry, with jitter; ``Retry-After`` is honoured.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str | None = None,
+        *,
+        api_key: str | None = None,
+        max_concurrency: int = 16,
+        timeout_s: float = 600.0,
+        connect_timeout_s: float = 10.0,
+        max_retries: int = 3,
+        backoff_s: float = 0.5,
+    ) -> None:
+        try:
+            import httpx
+        except ImportError as exc:
+            raise BackendUnavailableError("the openai backend needs httpx: pip install 'mucode[agents]'") from exc
+        if max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
+        if max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        self._httpx = httpx
+        self.base_url = _normalize_base_url(base_url)
+        self.api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
+        self.max_concurrency = max_concurrency
+        self.timeout = httpx.Timeout(timeout_s, connect=connect_timeout_s)
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self.model = model
+        self.name = f"openai:{model or self.base_url}"
+
+    # -- public API -------------------------------------------------------------------------
+    def list_models(self) -> list[str]:
+        """The model ids the server serves (``GET /v1/models``); also a reachability check.
+
+        Raises:
+            ServerUnreachableError, RequestRefusedError: see the module docstring.
+        """
+        return _run(self._alist_models())
+
+    def generate(self, chats: Sequence[Chat], params: SamplingParams) -> list[list[Generation]]:
+        """Sample ``params.n`` responses per chat concurrently (see :class:`agents.policy.Policy`)."""
+        return _run(self.agenerate(chats, params))
+
+    async def agenerate(self, chats: Sequence[Chat], params: SamplingParams) -> list[list[Generation]]:
+        """The async form of :meth:`generate`, for callers inside an event loop."""
+        chats = validate_chats(chats)
+        async with self._client() as client:
+            if self.model is None:
+                self.model = (await self._models(client))[0]
+                self.name = f"openai:{self.model}"
+            sem = asyncio.Semaphore(self.max_concurrency)
+            tasks = [
+                [asyncio.ensure_future(self._complete(client, sem, chat, params, sample_seed(params.seed, i, j)))
+                 for j in range(params.n)]
+                for i, chat in enumerate(chats)
+            ]
+            try:
+                return [[await t for t in row] for row in tasks]
+            finally:
+                for row in tasks:
+                    for t in row:
+                        t.cancel()
+
+    # -- internals --------------------------------------------------------------------------
+    def _client(self):
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        limits = self._httpx.Limits(max_connections=self.max_concurrency)
+        return self._httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=self.timeout, limits=limits)
+
+    async def _alist_models(self) -> list[str]:
+        async with self._client() as client:
+            return await self._models(client)
+
+    async def _models(self, client) -> list[str]:
+        data = await self._call(client, "GET", "/models", None)
+        ids = [m.get("id") for m in data.get("data", []) if m.get("id")]
+        if not ids:
+            raise RequestRefusedError(f"the server at {self.base_url} lists no models; pass model= explicitly")
+        return ids
+
+    async def _complete(self, client, sem: asyncio.Semaphore, chat: Chat, params: SamplingParams, seed: int) -> Generation:
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": chat,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "max_tokens": params.max_new_tokens,
+            "seed": seed,
+            "n": 1,
+        }
+        if params.stop:
+            body["stop"] = list(params.stop)
+        async with sem:
+            data = await self._call(client, "POST", "/chat/completions", body)
+        try:
+            choice = data["choices"][0]
+            text = choice["message"].get("content") or ""
+        except (KeyError, IndexError, TypeError) as exc:
+            raise BackendError(f"malformed answer from {self.base_url}/chat/completions: {str(data)[:300]}") from exc
+        usage = data.get("usage") or {}
+        return Generation(
+            text=text,
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+            finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
+            extra={"seed": seed},
+        )
+
+    async def _call(self, client, method: str, path: str, body: dict | None) -> dict:
+        httpx = self._httpx
+        url = f"{self.base_url}{path}"
+        last: str = ""
+        for attempt in range(self.max_retries + 1):
+            delay = self.backoff_s * (2**attempt) * (1 + 0.25 * random.random())
+            try:
+                resp = await client.request(method, path, json=body)
+            except httpx.TimeoutException as exc:
+                last = f"timed out ({type(exc).__name__}, read timeout {self.timeout_s:g} s)"
+            except httpx.TransportError as exc:
+                last = f"unreachable ({type(exc).__name__}: {exc})"
+            else:
+                if resp.status_code < 400:
+                    try:
+                        return resp.json()
+                    except ValueError as exc:
+                        raise BackendError(f"{method} {url} answered non-JSON: {resp.text[:300]!r}") from exc
+                message = _error_message(resp)
+                if resp.status_code not in _RETRY_STATUS:
+                    raise RequestRefusedError(f"{method} {url} was refused with HTTP {resp.status_code}: {message}")
+                last = f"HTTP {resp.status_code}: {message}"
+                retry_after = resp.headers.get("retry-after", "")
+                if retry_after.replace(".", "", 1).isdigit():
+                    delay = max(delay, float(retry_after))
+            if attempt < self.max_retries:
+                await asyncio.sleep(delay)
+        raise ServerUnreachableError(
+            f"{method} {url} failed after {self.max_retries + 1} attempts: {last}. "
+            "Check that the server is running and --base-url is right."
+        )
+
+
+def _error_message(resp) -> str:
+    try:
+        data = resp.json()
+    except ValueError:
+        return resp.text[:300] or resp.reason_phrase
+    err = data.get("error", data) if isinstance(data, dict) else data
+    if isinstance(err, dict):
+        return str(err.get("message") or err.get("detail") or err)[:300]
+    return str(err)[:300]
+
+
+def _run(coro):
+    """Run ``coro`` to completion, also when called from inside a running event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = asyncio.run(coro)
+        except Exception as exc:  # re-raised in the caller's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="mucode-openai")
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]

@@ -1,0 +1,116 @@
+"""The OpenAI-compatible backend against a real llama.cpp server on 127.0.0.1 (SmolLM2-135M)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from agents.backends import make_policy
+from agents.backends.openai import OpenAIPolicy, RequestRefusedError, ServerUnreachableError
+from agents.policy import Policy, SamplingParams
+
+pytest.importorskip("llama_cpp.server.app", reason="needs llama-cpp-python[server]")
+httpx = pytest.importorskip("httpx")
+
+CHAT = [{"role": "user", "content": "Write a Python function that adds two numbers."}]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(smollm2_gguf, tmp_path_factory):
+    port = _free_port()
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf), "--model_alias", "smollm2",
+             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "1024", "--n_threads", "2"],
+            stdout=fh, stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"llama_cpp.server exited with {proc.returncode}: {log.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{url}/v1/models", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"llama_cpp.server did not start in 120 s: {log.read_text()[-2000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_lists_models_and_defaults_to_the_first(server):
+    policy = OpenAIPolicy(server)  # no /v1: added
+    assert policy.list_models() == ["smollm2"]
+    (gen,), = policy.generate([CHAT], SamplingParams(max_new_tokens=4))
+    assert policy.model == "smollm2"
+    assert gen.completion_tokens >= 1 and gen.prompt_tokens > 10
+
+
+def test_concurrent_samples_have_token_counts_and_finish_reasons(server):
+    policy = make_policy("openai", "smollm2", base_url=f"{server}/v1", max_concurrency=4)
+    assert isinstance(policy, Policy)
+    out = policy.generate([CHAT, [{"role": "user", "content": "Say hi"}]],
+                          SamplingParams(n=2, temperature=0.9, max_new_tokens=5, seed=2))
+    assert [len(row) for row in out] == [2, 2]
+    for row in out:
+        for gen in row:
+            assert gen.completion_tokens >= 1  # the server may finish a multi-byte character past 5
+            assert gen.finish_reason in ("stop", "length")
+            assert gen.prompt_tokens > 0
+    assert out[0][0].prompt_tokens != out[1][0].prompt_tokens
+
+
+def test_refusal_fails_at_once_with_the_servers_message(server):
+    policy = OpenAIPolicy(server, "smollm2", max_retries=3, backoff_s=5.0)
+    started = time.monotonic()
+    with pytest.raises(RequestRefusedError, match="HTTP 4"):
+        # a prompt longer than the server's 1024-token context is a client error, not retried
+        policy.generate([[{"role": "user", "content": "word " * 3000}]], SamplingParams(max_new_tokens=4))
+    assert time.monotonic() - started < 60  # no backoff sleeps of 5, 10, 20 s happened (not a timing measure)
+
+
+def test_timeouts_are_retried_then_reported(server):
+    policy = OpenAIPolicy(server, "smollm2", timeout_s=0.001, max_retries=1, backoff_s=0.01)
+    with pytest.raises(ServerUnreachableError, match="timed out"):
+        policy.generate([CHAT], SamplingParams(max_new_tokens=200))
+
+
+def test_unreachable_server_is_a_clear_error():
+    policy = OpenAIPolicy(f"http://127.0.0.1:{_free_port()}/v1", "m", max_retries=1, backoff_s=0.01)
+    with pytest.raises(ServerUnreachableError, match="failed after 2 attempts: unreachable"):
+        policy.list_models()
+
+
+def test_bad_url_and_inside_an_event_loop(server):
+    import asyncio
+
+    with pytest.raises(ValueError, match="http"):
+        OpenAIPolicy("127.0.0.1:8000")
+
+    async def inside():
+        policy = OpenAIPolicy(server, "smollm2")
+        return policy.generate([CHAT], SamplingParams(max_new_tokens=2))  # sync call from a running loop
+
+    (row,) = asyncio.run(inside())
+    assert len(row) == 1
