@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -129,7 +130,9 @@ def build_worker(tier: str, slot: int, preload: tuple[str, ...], tmpfs_mb: int, 
                   "sys_path": [JAIL_SITE], "preload": [name for name, _ in packages if not name.endswith(".libs")]}
         return WorkerSpec(argv=argv, env=env, config=config, tier=tier)
     if tier in ("process", "none"):
-        scratch_root = Path(os.environ.get("TMPDIR", "/tmp")) / f"mucode-sbx-{os.getpid()}-{slot}"
+        # Unique per worker: two pools in one process used to share this directory, so their
+        # zygotes' scratch names (s1, s2, ...) collided and closing one removed the other's.
+        scratch_root = Path(os.environ.get("TMPDIR", "/tmp")) / f"mucode-sbx-{os.getpid()}-{slot}-{secrets.token_hex(4)}"
         argv = [str(binary), *PYTHON_FLAGS, str(ZYGOTE_PATH)]
         sys_path = sorted({str(path.parent) for _, path in packages})
         config = {"uid": uid, "scratch_root": str(scratch_root), "seccomp_bpf": seccomp, "sys_path": sys_path,

@@ -1,0 +1,465 @@
+"""Fast unit tests of the sandbox: host-side checking, feedback, limits, cache, tiers, retries,
+and infrastructure errors that must not be scored as model failures."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import sys
+import warnings
+
+import pytest
+
+from mucode_env.errors import SandboxError
+from mucode_env.problem import TestCase
+from mucode_env.sandbox import (
+    PASSED_TEXT, TIMEOUT_TEXT, ExecResult, Job, Sandbox, SandboxConfig, SandboxLimits, Status, TestOutcome,
+    render_feedback,
+)
+from mucode_env.sandbox import jail
+from mucode_env.sandbox.checking import (
+    DecodeError, decode_value, judge_call, judge_stdio, parse_records, run_check, short_repr, stdout_matches,
+)
+from mucode_env.sandbox.sanitize import sanitize_output
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the fork server needs Linux")
+
+
+def T(call: str, expected: str) -> TestCase:
+    return TestCase(f"assert {call} == {expected}", (call,), f"assert _0 == {expected}")
+
+
+def _load_zygote():
+    spec = importlib.util.spec_from_file_location("mucode_zygote_under_test", jail.ZYGOTE_PATH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+zygote = _load_zygote()
+
+
+# ---- value encoding (zygote) and decoding (host) ---------------------------------------------
+@pytest.mark.parametrize("value", [
+    None, True, False, 0, -5, 1 << 53, -(1 << 80), 10 ** 5000, 1.5, -0.0, float("inf"), 1e-310, 3 + 4j, "",
+    "héllo\ud800", b"\x00\xff", [1, [2, [3]]], (1, (2,)), (), {1, 2}, frozenset({"a"}), {"k": [1, {2: (3,)}]},
+    {(1, 2): frozenset({b"x"})},
+], ids=lambda v: type(v).__name__)
+def test_encode_decode_round_trip_keeps_exact_types(value):
+    decoded = decode_value(json.loads(json.dumps(zygote._encode(value), ensure_ascii=True)))
+    assert decoded == value
+    assert type(decoded) is type(value)
+    if not isinstance(value, int) or abs(value) < 10 ** 4000:
+        assert repr(decoded) == repr(value)  # -0.0, 1e-310, nested sets keep their exact form
+
+
+def test_encode_round_trips_nan():
+    decoded = decode_value(json.loads(json.dumps(zygote._encode([float("nan")]))))
+    assert math.isnan(decoded[0])
+
+
+@pytest.mark.parametrize("value", [type("A", (), {})(), type("L", (list,), {})(), [type("I", (int,), {})(1)],
+                                   {"k": type("S", (str,), {})("x")}, print, range(3)], ids=str)
+def test_encode_refuses_anything_but_exact_builtins(value):
+    with pytest.raises(zygote._NotPlain):
+        zygote._encode(value)
+
+
+def test_encode_stops_early_on_values_over_the_budget():
+    shared = []
+    for _ in range(40):
+        shared = [shared, shared]
+    with pytest.raises(zygote._TooLarge):
+        zygote._encode(shared, 0, [1 << 20])
+    with pytest.raises(zygote._TooLarge):
+        zygote._encode("x" * 2_000_000, 0, [1 << 20])
+    nested = []
+    for _ in range(60):
+        nested = [nested]
+    with pytest.raises(zygote._NotPlain):
+        zygote._encode(nested)
+
+
+@pytest.mark.parametrize("obj", [{"x": 1}, {"i": 5}, {"f": None}, {"q": []}, {"t": [1], "s": [2]}, 1.5,
+                                 {"d": [[1]]}])
+def test_decode_rejects_unknown_encodings(obj):
+    with pytest.raises((DecodeError, TypeError, ValueError)):
+        decode_value(obj)
+
+
+def test_decode_rejects_values_too_deep():
+    obj: list = []
+    for _ in range(100):
+        obj = [obj]
+    with pytest.raises(DecodeError):
+        decode_value(obj)
+
+
+def test_parse_records_ignores_garbage_and_keeps_the_last_record():
+    text = "\n".join([
+        "not json", "[1, 2]", "null", '{"t": "0", "ok": true}', '{"t": 0, "ok": 1}', '{"ok": true}',
+        "[" * 100000, '{"t": 1.0, "ok": true}', '{"t": 0, "ok": false, "kind": "error"}',
+        '{"t": 0, "ok": true, "v": "[1]"}', "\x00\xff garbage", '{"t": -1, "ok": true}', "",
+    ])
+    records = parse_records(text)
+    assert set(records) == {0, -1}
+    assert records[0] == {"t": 0, "ok": True, "v": "[1]"}
+
+
+@pytest.mark.parametrize("got, expected, same", [
+    ("3\n", "3", True), ("1 2\n3", "1\n2 3\n", True), ("3", "4", False), ("3 4", "3", False),
+    ("0.3333333", "0.333333333", True), ("1e-7", "0.0", True), ("1.5", "1.6", False), ("abc", "1.0", False),
+    ("2.0", "2", False), ("YES", "yes", False), ("nan", "1.0", False), ("", "", True), ("  \n", "", True),
+])
+def test_stdout_matches(got, expected, same):
+    assert stdout_matches(got, expected) is same
+
+
+def test_run_check_passes_fails_and_survives_exploding_comparisons():
+    assert run_check(T("f()", "[1, 2]"), [[1, 2]]) == (True, "")
+    ok, message = run_check(TestCase("d", ("f()",), "assert _0 == 3, 'custom'"), [4])
+    assert not ok and message == "custom"
+    ok, message = run_check(TestCase("d", ("f()",), "assert math.isclose(_0, 1.0)"), ["x"])
+    assert not ok and message.startswith("TypeError")
+    assert run_check(TestCase("d", ("f()", "g()"), "assert set(_0) == set(_1)"), [[1, 2], (2, 1)])[0]
+
+
+def test_short_repr_bounds_and_survives_huge_ints():
+    assert short_repr(10 ** 5000) == "<int>"
+    assert len(short_repr("x" * 1000)) == 200
+
+
+def _run(**kw):
+    base = {"records": "", "output": "", "timed_out": False, "signal": None, "exit_code": 0, "wall_ms": 5.0, "cpu_ms": 5.0}
+    base.update(kw)
+    return base
+
+
+def _record(t, **kw):
+    return json.dumps({"t": t, **kw})
+
+
+@pytest.mark.parametrize("run, status", [
+    (_run(timed_out=True, signal=9), Status.TIMEOUT),
+    (_run(signal=25), Status.OUTPUT_LIMIT),
+    (_run(signal=24), Status.TIMEOUT),
+    (_run(signal=9), Status.MEMORY_LIMIT),
+    (_run(signal=11), Status.RUNTIME_ERROR),
+    (_run(), Status.NOT_RUN),
+])
+def test_judge_call_run_level_statuses(run, status):
+    result = judge_call([T("f(1)", "2"), T("f(2)", "3")], run, 256, 8, 2.0)
+    assert result.status is status
+    assert [t.status for t in result.tests] == [status, status]
+
+
+def test_judge_call_mixes_records_and_keeps_the_first_failure():
+    records = "\n".join([
+        _record(0, ok=True, v=json.dumps([2]), ms=1.0),
+        _record(1, ok=True, v=json.dumps([4])),
+        _record(2, ok=False, kind="timeout"),
+        _record(3, ok=False, kind="memory", etype="MemoryError", emsg="", tb=""),
+        _record(4, ok=True, v="not json"),
+        _record(5, ok=False, kind="error", etype="PermissionError", emsg="[Errno 1] Operation not permitted", tb=""),
+        _record(6, ok=False, kind="error", etype="PermissionError", emsg="[Errno 13] Permission denied: '/x'", tb=""),
+    ])
+    tests = [T(f"f({i})", str(i + 2)) for i in range(7)]
+    result = judge_call(tests, _run(records=records), 256, 8, 2.0)
+    assert [t.status for t in result.tests] == [
+        Status.PASSED, Status.WRONG_ANSWER, Status.TIMEOUT, Status.MEMORY_LIMIT, Status.WRONG_ANSWER,
+        Status.RUNTIME_ERROR, Status.RUNTIME_ERROR]
+    assert result.status is Status.WRONG_ANSWER and result.n_passed == 1
+    assert result.tests[1].got == "4"
+    assert "not allowed" in result.tests[5].message
+    assert "not allowed" not in result.tests[6].message  # EACCES is not the process/socket ban
+
+
+def test_judge_call_load_failure_marks_every_test_not_run():
+    records = _record(-1, ok=False, kind="compile", etype="SyntaxError", emsg="invalid syntax",
+                      tb='  File "solution.py", line 1\n    def f(:\nSyntaxError: invalid syntax\n')
+    result = judge_call([T("f()", "1")] * 3, _run(records=records), 256, 8, 2.0)
+    assert result.status is Status.COMPILE_ERROR
+    assert [t.status for t in result.tests] == [Status.NOT_RUN] * 3
+    assert "SyntaxError" in result.extra["traceback"]
+
+
+def test_judge_stdio():
+    tests = [TestCase("a", stdin="1", expected_stdout="2"), TestCase("b", stdin="2", expected_stdout="3"),
+             TestCase("c", stdin="3", expected_stdout="4"), TestCase("d", stdin="4", expected_stdout="5")]
+    runs = [_run(records=_record(0, ok=True), stdout="2\n"), _run(records=_record(0, ok=True), stdout="4"),
+            _run(records=_record(0, ok=False, kind="timeout")), _run(signal=25)]
+    result = judge_stdio(tests, runs, 256, 8, 2.0)
+    assert [t.status for t in result.tests] == [Status.PASSED, Status.WRONG_ANSWER, Status.TIMEOUT, Status.OUTPUT_LIMIT]
+    assert result.status is Status.WRONG_ANSWER
+    assert judge_stdio(tests, runs[:1], 256, 8, 2.0).tests[1].status is Status.NOT_RUN
+
+
+def test_sanitize_output():
+    text = "\x1b[31mred\x1b[0m\x07\x00 ok\r\n\ud800" + "\nsame" * 50
+    clean = sanitize_output(text)
+    assert clean.startswith("red ok\n\ufffd")
+    assert clean.count("same") == 20 and "[repeated lines omitted]" in clean
+    assert "\x1b" not in clean and "\x00" not in clean
+
+
+# ---- feedback -----------------------------------------------------------------------------------
+def test_feedback_renders_each_kind_of_failure():
+    tests = [T("f(1)", "2"), T("f(2)", "3")]
+    assert render_feedback(ExecResult(Status.PASSED), tests) == PASSED_TEXT
+    wrong = ExecResult(Status.WRONG_ANSWER, (TestOutcome(Status.PASSED, got="2"),
+                                             TestOutcome(Status.WRONG_ANSWER, got="4", message="")),
+                       output="debug line\n")
+    text = render_feedback(wrong, tests)
+    assert "Test failed: assert f(2) == 3" in text and "Your code returned: 4" in text
+    assert "assert f(1) == 2" not in text and "debug line" in text
+    timeout = ExecResult(Status.TIMEOUT, (TestOutcome(Status.TIMEOUT), TestOutcome(Status.NOT_RUN)))
+    assert render_feedback(timeout, tests) == TIMEOUT_TEXT + " on test: assert f(1) == 2"
+    compile_error = ExecResult(Status.COMPILE_ERROR, (TestOutcome(Status.NOT_RUN),) * 2, message="SyntaxError: x",
+                               extra={"traceback": "SyntaxError: invalid syntax"})
+    assert render_feedback(compile_error, tests) == "SyntaxError: invalid syntax"
+    error = ExecResult(Status.RUNTIME_ERROR, (TestOutcome(Status.RUNTIME_ERROR, message="ZeroDivisionError: x",
+                                                          traceback="Traceback...\nZeroDivisionError: x"),
+                                              TestOutcome(Status.PASSED)))
+    assert "ZeroDivisionError" in render_feedback(error, tests)
+
+
+def test_feedback_is_bounded_and_refuses_sandbox_errors():
+    tests = [T(f"f({i})", "0") for i in range(100)]
+    result = ExecResult(Status.WRONG_ANSWER, tuple(TestOutcome(Status.WRONG_ANSWER, got="x" * 200) for _ in tests),
+                        output="y" * 10000)
+    text = render_feedback(result, tests, max_chars=500)
+    assert len(text) <= 500 and text.endswith("[truncated]")
+    with pytest.raises(ValueError):
+        render_feedback(ExecResult(Status.SANDBOX_ERROR), tests)
+    with pytest.raises(ValueError):
+        render_feedback(result, tests, max_chars=10)
+
+
+# ---- limits, config, jobs ----------------------------------------------------------------------
+@pytest.mark.parametrize("kwargs", [
+    {"per_test_s": 0}, {"per_test_s": -1}, {"per_test_s": float("inf")}, {"per_test_s": float("nan")},
+    {"total_s": 0}, {"memory_mb": 63}, {"memory_mb": 256.0}, {"nproc": 0}, {"nofile": -1}, {"fsize_mb": "8"},
+    {"capture_bytes": 0}, {"value_bytes": 0},
+])
+def test_limits_validation(kwargs):
+    with pytest.raises(ValueError):
+        SandboxLimits(**kwargs)
+
+
+def test_limits_deadline():
+    assert SandboxLimits(per_test_s=1.0).deadline_s(3) == 5.0
+    assert SandboxLimits(per_test_s=1.0).deadline_s(0) == 3.0
+    assert SandboxLimits(per_test_s=10.0).deadline_s(10) == 30.0
+    assert SandboxLimits(total_s=4.0).deadline_s(100) == 4.0
+
+
+@pytest.mark.parametrize("kwargs", [{"tier": "docker"}, {"n_workers": 0}, {"tmpfs_mb": 0}])
+def test_config_validation(kwargs):
+    with pytest.raises(ValueError):
+        SandboxConfig(**kwargs)
+
+
+def test_job_validation():
+    with pytest.raises(ValueError):
+        Job("x", (T("f()", "1"), TestCase("stdin", stdin="1", expected_stdout="1")))
+    with pytest.raises(TypeError):
+        Job(b"print(1)", ())  # type: ignore[arg-type]
+    assert Job("x", [T("f()", "1")]).tests == (T("f()", "1"),)
+    limits = SandboxLimits()
+    assert Job("a", ()).cache_key(limits) != Job("b", ()).cache_key(limits)
+    assert Job("a", ()).cache_key(limits) != Job("a", ()).cache_key(SandboxLimits(per_test_s=1.0))
+    assert Job("\ud800", ()).cache_key(limits)  # lone surrogates do not break the key
+
+
+def test_wipe_never_follows_symlinks_and_gives_up_on_deep_trees(tmp_path):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep").write_text("keep")
+    scratch = tmp_path / "scratch"
+    (scratch / "d").mkdir(parents=True)
+    (scratch / "d" / "f").write_text("x")
+    os.symlink(victim, scratch / "dir_link")
+    os.symlink(victim / "keep", scratch / "d" / "file_link")
+    assert zygote._wipe_tree(str(scratch), float("inf"), 0) is True
+    assert not scratch.exists() and (victim / "keep").read_text() == "keep"
+    deep = tmp_path / "deep"
+    path = deep
+    for _ in range(120):
+        path = path / "a"
+    path.mkdir(parents=True)
+    assert zygote._wipe_tree(str(deep), float("inf"), 0) is False
+    (tmp_path / "late").mkdir()
+    assert zygote._wipe_tree(str(tmp_path / "late"), 0.0, 0) is False
+
+
+# ---- a real pool: cache, tiers, retries, infrastructure errors ------------------------------------
+@pytest.fixture(scope="module")
+def process_sb():
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the fork server needs Linux")
+    with Sandbox(SandboxConfig(tier="process", n_workers=1, preload=())) as sandbox:
+        yield sandbox
+
+
+@linux_only
+def test_process_tier_runs_and_switches_uid(process_sb):
+    assert process_sb.tier == "process"
+    result = process_sb.run("import os\ndef f(x):\n    return [x + 1, os.getuid()]\n", [T("f(1)", "[2, 20000]")],
+                            limits=SandboxLimits(per_test_s=2.0))
+    expected = Status.PASSED if os.geteuid() == 0 else Status.WRONG_ANSWER
+    assert result.status is expected
+    fork = process_sb.run("import os\nos.fork()\ndef f():\n    return 1\n", [T("f()", "1")])
+    assert fork.status is Status.RUNTIME_ERROR  # seccomp still applies without the jail
+
+
+@linux_only
+def test_identical_jobs_in_a_batch_run_once_and_later_hit_the_cache(process_sb):
+    job = Job("def f(x):\n    return x * 3\n# cache test\n", (T("f(2)", "6"),))
+    before = dict(process_sb.stats)
+    results = process_sb.execute([job, job, job])
+    assert [r.status for r in results] == [Status.PASSED] * 3
+    assert [r.cache_hit for r in results] == [False, True, True]
+    assert process_sb.stats["executions"] == before["executions"] + 1
+    again = process_sb.execute([job])[0]
+    assert again.cache_hit and again.status is Status.PASSED
+    assert process_sb.stats["executions"] == before["executions"] + 1
+    other_limits = process_sb.execute([Job(job.code, job.tests, limits=SandboxLimits(per_test_s=1.5))])[0]
+    assert not other_limits.cache_hit
+
+
+@linux_only
+def test_cache_can_be_disabled():
+    with Sandbox(SandboxConfig(tier="process", n_workers=1, preload=(), cache_size=0)) as sandbox:
+        job = Job("def f():\n    return 1\n", (T("f()", "1"),))
+        results = sandbox.execute([job, job]) + sandbox.execute([job])
+        assert [r.cache_hit for r in results] == [False, True, False]  # in-batch dedup still applies
+        assert sandbox.stats["executions"] == 2
+
+
+@linux_only
+def test_starved_timeouts_are_retried_once_and_busy_ones_are_not(process_sb, monkeypatch):
+    from mucode_env.sandbox import pool
+
+    attempts: list[ExecResult] = []
+
+    def recording_judge(*args, **kwargs):
+        attempts.append(pool_judge(*args, **kwargs))
+        return attempts[-1]
+
+    pool_judge = pool.judge_call
+    monkeypatch.setattr(pool, "judge_call", recording_judge)
+    limits = SandboxLimits(per_test_s=0.3, total_s=0.9)
+    sleeper = process_sb.run("import time\ndef f():\n    time.sleep(5)\n", [T("f()", "1")], limits=limits)
+    assert sleeper.status is Status.TIMEOUT
+    assert len(attempts) == 2  # a sleeping child uses no CPU: always "starved", retried exactly once
+    for code in ("def f():\n    while True:\n        pass\n", "def f():\n    return 1\n"):
+        attempts.clear()
+        process_sb.run(code, [T("f()", "2")], limits=limits)
+        first = attempts[0]
+        starved_timeout = first.status is Status.TIMEOUT and first.cpu_ms < 0.5 * first.wall_ms
+        # a busy timeout is final; only a load-starved one (possible on a shared machine) is retried
+        assert len(attempts) == (2 if starved_timeout else 1)
+
+
+@linux_only
+def test_retry_of_starved_timeouts_can_be_disabled():
+    config = SandboxConfig(tier="process", n_workers=1, preload=(), retry_starved_timeouts=False)
+    with Sandbox(config) as sandbox:
+        result = sandbox.run("import time\ndef f():\n    time.sleep(5)\n", [T("f()", "1")],
+                             limits=SandboxLimits(per_test_s=0.2, total_s=0.6))
+        assert result.status is Status.TIMEOUT and sandbox.stats["retries"] == 0
+
+
+@linux_only
+def test_tier_none_warns_and_still_runs():
+    with pytest.warns(RuntimeWarning, match="tier 'none'"):
+        sandbox = Sandbox(SandboxConfig(tier="none", n_workers=1, preload=()))
+    with sandbox:
+        assert sandbox.tier == "none"
+        assert sandbox.run("def f():\n    return 1\n", [T("f()", "1")]).status is Status.PASSED
+
+
+@linux_only
+def test_auto_tier_falls_back_to_process_with_a_warning(monkeypatch):
+    monkeypatch.setattr(jail, "bwrap_path", lambda: None)
+    with pytest.warns(RuntimeWarning, match="falling back to the 'process' tier"):
+        sandbox = Sandbox(SandboxConfig(tier="auto", n_workers=1, preload=()))
+    with sandbox:
+        assert sandbox.tier == "process"
+        assert sandbox.run("def f():\n    return 1\n", [T("f()", "1")]).status is Status.PASSED
+
+
+@linux_only
+@pytest.mark.skipif(jail.bwrap_path() is None, reason="bubblewrap is not installed")
+def test_auto_tier_picks_bwrap_when_it_works():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with Sandbox(SandboxConfig(n_workers=1, preload=())) as sandbox:
+            assert sandbox.tier == "bwrap"
+
+
+# A zygote that greets the host and then dies on the first request.
+DIES_ON_REQUEST = (
+    "import sys, struct, json\n"
+    "inp, out = sys.stdin.buffer, sys.stdout.buffer\n"
+    "n = struct.unpack('>I', inp.read(4))[0]; inp.read(n)\n"
+    "data = json.dumps({'ready': True, 'pid': 0, 'preloaded': []}).encode()\n"
+    "out.write(struct.pack('>I', len(data)) + data); out.flush()\n"
+    "inp.read(4)\n"
+    "sys.exit(3)\n"
+)
+
+
+@linux_only
+def test_worker_that_dies_on_every_request_gives_sandbox_error_not_a_model_failure():
+    with Sandbox(SandboxConfig(tier="process", n_workers=1, preload=(), cache_size=16)) as sandbox:
+        worker = sandbox._workers[0]
+        worker.spec.argv[:] = [sys.executable, "-c", DIES_ON_REQUEST]
+        worker.kill()
+        job = Job("def f():\n    return 1\n", (T("f()", "1"),))
+        result = sandbox.execute([job])[0]
+        assert result.status is Status.SANDBOX_ERROR
+        assert "retried" in result.message and not result.passed
+        with pytest.raises(ValueError):
+            render_feedback(result, job.tests)
+        # infrastructure failures are never cached: a healthy worker gives the real verdict
+        worker.spec.argv[:] = jail.build_worker("process", 0, (), 64, sandbox._seccomp_hex).argv
+        worker.kill()
+        assert sandbox.execute([job])[0].status is Status.PASSED
+
+
+@linux_only
+def test_worker_that_cannot_start_gives_sandbox_error():
+    with Sandbox(SandboxConfig(tier="process", n_workers=1, preload=())) as sandbox:
+        worker = sandbox._workers[0]
+        worker.spec.argv[:] = [sys.executable, "-c", "import sys; sys.exit(1)"]
+        worker.kill()
+        result = sandbox.run("def f():\n    return 1\n", [T("f()", "1")])
+        assert result.status is Status.SANDBOX_ERROR
+        assert "failed to start" in result.message
+
+
+@linux_only
+def test_empty_jobs_closed_sandbox_and_bad_arguments():
+    sandbox = Sandbox(SandboxConfig(tier="process", n_workers=1, preload=()))
+    assert sandbox.run("anything", []).status is Status.PASSED
+    with pytest.raises(TypeError):
+        sandbox.execute(["not a job"])  # type: ignore[list-item]
+    sandbox.close()
+    sandbox.close()
+    with pytest.raises(SandboxError):
+        sandbox.run("def f():\n    return 1\n", [T("f()", "1")])
+
+
+@linux_only
+def test_two_process_tier_pools_in_one_process_do_not_share_scratch():
+    config = SandboxConfig(tier="process", n_workers=1, preload=(), cache_size=0)
+    code = "import os\ndef f():\n    open('x', 'w').write('1')\n    return sorted(os.listdir('.'))\n"
+    with Sandbox(config) as first:
+        with Sandbox(config) as second:
+            assert first._workers[0].spec.config["scratch_root"] != second._workers[0].spec.config["scratch_root"]
+            for sandbox in (first, second, first, second):
+                assert sandbox.run(code, [T("f()", "['x']")]).status is Status.PASSED
+        assert first.run(code, [T("f()", "['x']")]).status is Status.PASSED  # closing one spares the other
