@@ -42,7 +42,8 @@ from baselines.instruct import EvalSetting, paper_settings
 from mucode_env.errors import MuCodeError
 from mucode_env.metrics import wilson_interval
 
-__all__ = ["MissingCheckpointError", "AGENTS", "ABLATION_AGENTS", "SELECTOR_ORDER", "AgentSpec", "BenchConfig", "CellKey", "run_bench",
+__all__ = ["MissingCheckpointError", "AGENTS", "ABLATION_AGENTS", "SELECTOR_ORDER", "AgentSpec", "BenchConfig",
+           "CellKey", "run_bench",
            "write_tables", "paired_bootstrap", "accuracy_interval", "plan_cells"]
 
 logger = logging.getLogger(__name__)
@@ -536,10 +537,11 @@ def write_tables(cells: Sequence[Mapping[str, Any]], config: BenchConfig) -> dic
         rows = []
         for agent in ABLATION_AGENTS:
             cells_by_env = {e: idx.get((agent, _slug(bon), e)) for e in env_ids}
+            refs = {e: idx.get(("mucode", _slug(bon), e)) for e in env_ids}
             if any(cells_by_env.values()):
                 rows.append({"method": AGENTS[agent], "N": bon.n, "cells": {e: c for e, c in cells_by_env.items() if c},
-                             "diffs": {e: diff(cells_by_env[e], idx.get(("mucode", _slug(bon), e))) for e in env_ids
-                                       if agent != "mucode" and cells_by_env[e] and idx.get(("mucode", _slug(bon), e))}})
+                             "diffs": {e: diff(cells_by_env[e], refs[e]) for e in env_ids
+                                       if agent != "mucode" and cells_by_env[e] and refs[e]}})
         tables["ablation"] = (f"Ablation: training data (BoN N={bon.n}, {bon.selector.upper()})", rows, "µCODE")
     if config.selectors:
         rows = []
@@ -578,7 +580,8 @@ def write_tables(cells: Sequence[Mapping[str, Any]], config: BenchConfig) -> dic
     ]
     if any(c["setting"]["n"] > 1 and c["selector_used"] != c["setting"]["selector"] for c in cells):
         notes.append("†: no verifier was available for this agent, so the PT selector replaced PT+LV/LV.")
-    report = "# Benchmark report\n\n" + "\n".join(sections) + "\n## Notes\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+    notes_md = "\n".join(f"- {n}" for n in notes)
+    report = "# Benchmark report\n\n" + "\n".join(sections) + "\n## Notes\n\n" + notes_md + "\n"
     _write_atomic(run_dir / "report.md", report)
     files["report.md"] = str(run_dir / "report.md")
     return files

@@ -188,7 +188,8 @@ class PPOConfig:
         if self.algorithm == "grpo" and self.group_size < 2:
             raise ValueError("GRPO needs group_size >= 2 (a group of one episode has no relative advantage)")
         if not (0 < self.clip_eps < 1 and self.value_clip_eps > 0):
-            raise ValueError(f"need 0 < clip_eps < 1 and value_clip_eps > 0, got {self.clip_eps}, {self.value_clip_eps}")
+            raise ValueError(f"need 0 < clip_eps < 1 and value_clip_eps > 0, "
+                             f"got {self.clip_eps}, {self.value_clip_eps}")
         if not (0 <= self.gamma <= 1 and 0 <= self.lam <= 1):
             raise ValueError(f"gamma and lam must be in [0, 1], got {self.gamma}, {self.lam}")
         if self.learning_rate <= 0 or self.max_grad_norm <= 0:
@@ -423,11 +424,7 @@ class PPOTrainer:
         self.envs = [MuCodeEnv(benchmark=benchmark, split=cfg.split, max_turns=cfg.max_turns,
                                termination=cfg.termination, reward_mode="final", problems=self.problems,
                                sandbox=self._sandbox)
-                     for _ in range(cfg.episodes_per_update)]
-        if self._sandbox is None:  # one sandbox for the batch (step_batch needs a shared one)
-            shared = self.envs[0]._sandbox()
-            for env in self.envs:
-                env.sandbox = shared
+                     for _ in range(cfg.episodes_per_update)]  # sandbox=None: all share the process-wide one
 
     def _read_state(self) -> dict[str, Any] | None:
         f = self.checkpoint_dir / TRAINER_STATE_FILE
