@@ -55,6 +55,16 @@ def test_encode_decode_round_trip_keeps_exact_types(value):
         assert repr(decoded) == repr(value)  # -0.0, 1e-310, nested sets keep their exact form
 
 
+def test_stdlib_dict_subclasses_travel_as_plain_dicts():
+    import collections
+
+    for value in (collections.Counter("abca"), collections.OrderedDict(a=1), collections.defaultdict(int, b=2)):
+        decoded = decode_value(json.loads(json.dumps(zygote._encode(value))))
+        assert type(decoded) is dict and decoded == dict(value)
+    with pytest.raises(zygote._NotPlain):
+        zygote._encode(type("C", (collections.Counter,), {})())  # a subclass of those is still refused
+
+
 def test_encode_round_trips_nan():
     decoded = decode_value(json.loads(json.dumps(zygote._encode([float("nan")]))))
     assert math.isnan(decoded[0])
