@@ -71,7 +71,8 @@ def test_encode_round_trips_nan():
 
 
 @pytest.mark.parametrize("value", [type("A", (), {})(), type("L", (list,), {})(), [type("I", (int,), {})(1)],
-                                   {"k": type("S", (str,), {})("x")}, print, range(3)], ids=str)
+                                   {"k": type("S", (str,), {})("x")}, print, range(3)],
+                         ids=["object", "list-subclass", "int-subclass", "str-subclass", "builtin-function", "range"])
 def test_encode_refuses_anything_but_exact_builtins(value):
     with pytest.raises(zygote._NotPlain):
         zygote._encode(value)
