@@ -66,7 +66,9 @@ class RolloutConfig:
         env_kwargs: extra environment arguments (``termination``, ``reward_mode``, ``data_dir``,
             ``sandbox``...).
         max_live_episodes: how many episodes are in flight (the generation batch width).
-        shard_size: finished episodes per Parquet shard (a crash loses at most this many).
+        shard_size: finished episodes per Parquet shard.
+        shard_interval_s: also write a shard when finished episodes have waited this long, so an
+            interrupted run loses at most ``shard_size`` episodes or this many seconds of work.
         progress: show a tqdm progress bar.
     """
 
@@ -81,6 +83,7 @@ class RolloutConfig:
     env_kwargs: Mapping[str, Any] = field(default_factory=dict)
     max_live_episodes: int = 64
     shard_size: int = 32
+    shard_interval_s: float = 60.0
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -98,6 +101,8 @@ class RolloutConfig:
             raise ValueError(f"max_live_episodes must be >= 1, got {self.max_live_episodes}")
         if self.shard_size < 1:
             raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
+        if self.shard_interval_s <= 0:
+            raise ValueError(f"shard_interval_s must be > 0, got {self.shard_interval_s}")
         if isinstance(self.problem_ids, str):
             raise TypeError("problem_ids must be a sequence of ids, not a single string")
         if self.problem_ids is not None:
@@ -225,7 +230,7 @@ def run_rollouts(policy: Policy, config: RolloutConfig, out_dir: str | os.PathLi
     policy_name = str(getattr(policy, "name", type(policy).__name__))
     sampling_row = _jsonable(asdict(config.sampling))
 
-    writer = _ShardWriter(out / _SHARDS if out is not None else None, config.shard_size)
+    writer = _ShardWriter(out / _SHARDS if out is not None else None, config.shard_size, config.shard_interval_s)
     start = time.perf_counter()
     bar = None
     if config.progress:
@@ -295,6 +300,7 @@ def run_rollouts(policy: Policy, config: RolloutConfig, out_dir: str | os.PathLi
                 else:
                     still.append(ep)
             live = still
+            writer.maybe_flush()
             if bar is not None:
                 elapsed = time.perf_counter() - start
                 bar.set_postfix(tok_s=f"{stats.tokens_per_s:.1f}", exec_s=f"{stats.executions_per_s:.1f}",
@@ -484,9 +490,11 @@ def _read_shards(shard_dir: Path) -> list[Trajectory]:
 class _ShardWriter:
     """Buffers finished episodes and writes them as atomically renamed Parquet shards."""
 
-    def __init__(self, shard_dir: Path | None, shard_size: int) -> None:
+    def __init__(self, shard_dir: Path | None, shard_size: int, interval_s: float) -> None:
         self.shard_dir = shard_dir
         self.shard_size = shard_size
+        self.interval_s = interval_s
+        self.oldest = 0.0
         self.buffer: list[Trajectory] = []
         self.run_id = f"{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:8]}"
         self.count = 0
@@ -494,8 +502,13 @@ class _ShardWriter:
     def add(self, traj: Trajectory) -> None:
         if self.shard_dir is None:
             return
+        if not self.buffer:
+            self.oldest = time.monotonic()
         self.buffer.append(traj)
-        if len(self.buffer) >= self.shard_size:
+        self.maybe_flush()
+
+    def maybe_flush(self) -> None:
+        if self.buffer and (len(self.buffer) >= self.shard_size or time.monotonic() - self.oldest >= self.interval_s):
             self.flush()
 
     def flush(self) -> None:

@@ -3,11 +3,14 @@
 Rule (paper, section 1): the first fenced ```python block; else an unterminated ```python block
 running to the end of the text; else the first fenced block of any language tag; else the whole
 text.
+A block whose fence is indented (inside a markdown list item) is dedented, since Python would
+reject the indented program; no other text is changed.
 """
 
 from __future__ import annotations
 
 import re
+import textwrap
 
 _PY_FENCE = re.compile(r"```[ \t]*(?:python3?|py)[ \t]*\r?\n(.*?)(?:\r?\n)?[ \t]*```", re.DOTALL | re.IGNORECASE)
 _PY_OPEN = re.compile(r"```[ \t]*(?:python3?|py)[ \t]*\r?\n(.*)\Z", re.DOTALL | re.IGNORECASE)
@@ -25,5 +28,5 @@ def extract_code(text: str) -> str:
     for pattern in (_PY_FENCE, _PY_OPEN, _ANY_FENCE):
         match = pattern.search(text)
         if match:
-            return match.group(1).strip("\n")
+            return textwrap.dedent(match.group(1)).strip("\n")
     return text.strip("\n")
