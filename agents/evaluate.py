@@ -32,9 +32,20 @@ from mucode_env.metrics import accuracy_by_turn, pass_at_k, turns_to_solve
 __all__ = ["EvalReport", "evaluate", "per_turn_accuracy", "summarize"]
 
 
-def per_turn_accuracy(trajectories: Sequence[Trajectory], max_turns: int) -> list[float]:
-    """Accuracy after each turn 1..max_turns (see the module docstring)."""
-    return accuracy_by_turn([[t.reward for t in traj.turns] for traj in trajectories], max_turns)
+def per_turn_accuracy(trajectories_or_turn_flags: Sequence[Trajectory] | Sequence[Sequence[float]],
+                      max_turns: int) -> list[float]:
+    """Accuracy after each turn 1..max_turns (see the module docstring).
+
+    Args:
+        trajectories_or_turn_flags: trajectories, or per episode its per-turn oracle flags (0/1).
+        max_turns: T.
+
+    >>> per_turn_accuracy([[0, 1], [1]], 3)
+    [0.5, 1.0, 1.0]
+    """
+    rewards = [[turn.reward for turn in item.turns] if isinstance(item, Trajectory) else [float(x) for x in item]
+               for item in trajectories_or_turn_flags]
+    return accuracy_by_turn(rewards, max_turns)
 
 
 @dataclass

@@ -30,7 +30,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, default=4, help="problems (default: %(default)s)")
     p.add_argument("--turns", type=int, default=2, help="turn limit (default: %(default)s)")
     p.add_argument("--max-new-tokens", type=int, default=160, help="tokens per turn (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=2, help="CPU threads for both backends (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="CPU threads for both backends; more threads than free cores slows llama.cpp down (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=4, help="transformers batch (default: %(default)s)")
     p.add_argument("--backends", default="llama_cpp,transformers", help="comma-separated (default: %(default)s)")
     p.add_argument("--json", default=None, help="also write the numbers to this JSON file")

@@ -31,7 +31,9 @@ class LlamaCppPolicy:
         model: registry name (``qwen2.5-coder-0.5b``) or a path to a ``.gguf`` file.
         n_ctx: context length in tokens (prompt + completion); longer prompts are cut short with
             ``finish_reason="length"``.
-        n_threads: CPU threads (default: all cores).
+        n_threads: CPU threads for generation and prompt evaluation (default: half the usable
+            cores, at least 1). llama.cpp's threads spin at barriers, so more threads than free
+            cores is many times slower, not faster: on a shared machine use 1.
         n_gpu_layers: layers offloaded to a GPU build of llama.cpp (0 on CPU).
         chat_format: a llama-cpp-python chat format name; default: the GGUF's own template.
         cache_dir: where registry models are assembled (see :func:`agents.models.resolve_model`).
@@ -70,11 +72,14 @@ class LlamaCppPolicy:
         self.model_path = Path(resolved.path)
         self.name = f"llama_cpp:{resolved.spec.name if resolved.spec else self.model_path.name}"
         self.n_ctx = n_ctx
+        affinity = getattr(os, "sched_getaffinity", None)
+        threads = n_threads or max(1, (len(affinity(0)) if affinity else os.cpu_count() or 1) // 2)
         try:
             self._llm = Llama(
                 model_path=str(self.model_path),
                 n_ctx=n_ctx,
-                n_threads=n_threads or os.cpu_count() or 1,
+                n_threads=threads,
+                n_threads_batch=threads,
                 n_batch=n_batch,
                 n_gpu_layers=n_gpu_layers,
                 chat_format=chat_format,

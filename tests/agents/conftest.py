@@ -57,4 +57,4 @@ def smollm2_llama(smollm2_gguf):
     pytest.importorskip("llama_cpp")
     from agents.backends.llama_cpp import LlamaCppPolicy
 
-    return LlamaCppPolicy(smollm2_gguf, n_ctx=2048, n_threads=2)
+    return LlamaCppPolicy(smollm2_gguf, n_ctx=2048, n_threads=1)
