@@ -266,6 +266,8 @@ def _test_adjust(record, exc):
     if isinstance(exc, (_NotPlain, _TooLarge)):
         record["kind"] = "bad_value"
         record["tb"] = ""
+        # The model sees this: name the problem in its words, not the sandbox's class names.
+        record["etype"] = "TypeError" if isinstance(exc, _NotPlain) else "ValueError"
     if isinstance(exc, SystemExit):
         record["etype"], record["emsg"] = "SystemExit", "the program called exit() during a test"
 
