@@ -14,23 +14,22 @@ the output is always a plain causal-LM checkpoint usable by every backend.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
 import os
 import shutil
-import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from mucode_env.atomic import atomic_dir
+
 __all__ = [
     "SFTRunConfig",
     "finetune",
-    "atomic_output_dir",
     "resolve_base_model",
     "gguf_to_hf",
     "read_train_stats",
@@ -105,27 +104,7 @@ class SFTRunConfig:
 # ----------------------------------------------------------------------------- helpers
 
 
-@contextlib.contextmanager
-def atomic_output_dir(output_dir: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary sibling directory that replaces ``output_dir`` when the block succeeds.
 
-    On an exception the temporary directory is removed and ``output_dir`` is left untouched.
-    """
-    out = Path(output_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp.", dir=out.parent))
-    try:
-        yield tmp
-        if out.exists():
-            old = out.with_name(f".{out.name}.old.{os.getpid()}")
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def resolve_base_model(name_or_path: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None) -> str:
@@ -192,7 +171,7 @@ def gguf_to_hf(gguf_path: str | os.PathLike, out_dir: str | os.PathLike) -> Path
     model.load_state_dict(quantized.state_dict())
     model.generation_config = quantized.generation_config
     del quantized
-    with atomic_output_dir(out) as tmp:
+    with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         (tmp / "source.json").write_text(json.dumps({"gguf": str(src)}))
@@ -310,7 +289,7 @@ def finetune(
             task_type="CAUSAL_LM",
         )
 
-    with atomic_output_dir(output_dir) as tmp:
+    with atomic_dir(output_dir) as tmp:
         args = SFTConfig(
             output_dir=str(tmp / "trainer"),
             learning_rate=config.learning_rate,

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
+
+from mucode_env.atomic import atomic_dir
 
 __all__ = ["CHATML_TEMPLATE", "TINY_ARCHS", "make_tiny_causal_lm", "build_tiny_tokenizer"]
 
@@ -184,16 +184,8 @@ def make_tiny_causal_lm(
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
     )
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / "tiny.json").write_text(json.dumps({"arch": arch, "seed": seed, "hidden_size": hidden_size}))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out

@@ -38,13 +38,13 @@ from typing import Any
 
 from agents.records import Trajectory
 from agents.sft import (
-    atomic_output_dir,
     load_tokenizer,
     read_train_stats,
     resolve_base_model,
     torch_dtype_of,
     write_train_stats,
 )
+from mucode_env.atomic import atomic_dir
 
 __all__ = [
     "VerifierConfig",
@@ -412,7 +412,6 @@ def train_verifier(
     Returns:
         ``Path(output_dir)``; ``train_stats.json`` there holds counts, tokens and tokens/s.
     """
-    import torch
     from datasets import Dataset
 
     trajectories = list(trajectories)
@@ -431,7 +430,7 @@ def train_verifier(
         "prompts": prompt_counts,
         "config": asdict(config),
     }
-    with atomic_output_dir(output_dir) as tmp:
+    with atomic_dir(output_dir) as tmp:
         trained = False
         if config.loss == "bt":
             rows = build_pairs(trajectories, config.pairs_per_prompt, config.seed)

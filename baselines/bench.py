@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from baselines.instruct import EvalSetting, paper_settings
+from mucode_env.atomic import write_text_atomic
 from mucode_env.errors import MuCodeError
 from mucode_env.metrics import wilson_interval
 
@@ -245,11 +246,7 @@ def cell_path(run_dir: str | os.PathLike, key: CellKey) -> Path:
     return Path(run_dir) / RESULTS_DIR / key.env_id / f"{key.slug}.json"
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+
 
 
 # ----------------------------------------------------------------------------- agents
@@ -405,7 +402,7 @@ def run_bench(config: BenchConfig, *, evaluate_fn: EvaluateFn | None = None,
 
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomic(run_dir / "config.json", json.dumps(asdict(config), indent=2, sort_keys=True, default=str))
+    write_text_atomic(run_dir / "config.json", json.dumps(asdict(config), indent=2, sort_keys=True, default=str))
     evaluate = evaluate_fn or _DefaultEvaluator()
     cells = plan_cells(config)
     if not config.train:  # fail before hours of evaluation, not in the middle
@@ -429,7 +426,7 @@ def run_bench(config: BenchConfig, *, evaluate_fn: EvaluateFn | None = None,
         t0 = time.perf_counter()
         raw = evaluate(specs[key.agent], key.setting, key.env_id, config)
         cell = _finish_cell(key, specs[key.agent], raw, config, time.perf_counter() - t0)
-        _write_atomic(path, json.dumps(cell, indent=2, sort_keys=True, default=str))
+        write_text_atomic(path, json.dumps(cell, indent=2, sort_keys=True, default=str))
         results.append(cell)
     bar.close()
     files = write_tables(results, config)
@@ -558,8 +555,8 @@ def write_tables(cells: Sequence[Mapping[str, Any]], config: BenchConfig) -> dic
 
     for name, (title, rows, ref) in tables.items():
         md, records = _table(rows, env_ids, ref)
-        _write_atomic(run_dir / f"{name}.md", f"### {title}\n\n{md}")
-        _write_atomic(run_dir / f"{name}.csv", _csv(records))
+        write_text_atomic(run_dir / f"{name}.md", f"### {title}\n\n{md}")
+        write_text_atomic(run_dir / f"{name}.csv", _csv(records))
         files[f"{name}.md"] = str(run_dir / f"{name}.md")
         files[f"{name}.csv"] = str(run_dir / f"{name}.csv")
         sections.append(f"### {title}\n\n{md}")
@@ -582,7 +579,7 @@ def write_tables(cells: Sequence[Mapping[str, Any]], config: BenchConfig) -> dic
         notes.append("†: no verifier was available for this agent, so the PT selector replaced PT+LV/LV.")
     notes_md = "\n".join(f"- {n}" for n in notes)
     report = "# Benchmark report\n\n" + "\n".join(sections) + "\n## Notes\n\n" + notes_md + "\n"
-    _write_atomic(run_dir / "report.md", report)
+    write_text_atomic(run_dir / "report.md", report)
     files["report.md"] = str(run_dir / "report.md")
     return files
 

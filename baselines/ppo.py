@@ -679,9 +679,9 @@ class PPOTrainer:
 
     # ---- checkpoints ---------------------------------------------------------------------------
     def _save(self, next_update: int) -> None:
-        from agents.sft import atomic_output_dir
+        from mucode_env.atomic import atomic_dir
 
-        with atomic_output_dir(self.checkpoint_dir) as tmp:
+        with atomic_dir(self.checkpoint_dir) as tmp:
             self.model.save_pretrained(tmp)
             self.tokenizer.save_pretrained(tmp)
             if self.value_head is not None:

@@ -7,14 +7,12 @@ reference solutions to set per-problem limits that do not flip on a slower machi
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mucode_env.atomic import write_json_atomic  # noqa: F401  (re-exported for the CLI)
 from mucode_env.problem import Problem, TestCase
 from mucode_env.sandbox import Job, Sandbox, SandboxLimits
 
@@ -117,19 +115,3 @@ def calibrate_time_limits(problems: Sequence[Problem], sandbox: Sandbox, factor:
         if progress is not None:
             progress(1)
     return table
-
-
-def write_json_atomic(path: Path, data: object) -> None:
-    """Write JSON to ``path`` via a temporary file and rename, so a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=1, sort_keys=True, allow_nan=False)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

@@ -1,6 +1,6 @@
 """The fork server that runs inside each sandbox worker (standard library only).
 
-It is started once per worker, inside the jail, as ``python -I -S zygote.py``. It pre-imports
+It is started once per worker, inside the jail, as ``python -s -S -P zygote.py``. It pre-imports
 common modules, then serves requests from the host over stdin/stdout (4-byte big-endian length +
 JSON). For every execution it forks a child that drops privileges and applies its limits
 *before* any untrusted code runs:
@@ -307,7 +307,7 @@ def _run_call(request):
             _write_record({"t": index, "ok": True, "v": encoded, "ms": (time.perf_counter() - started) * 1e3})
         except BaseException as exc:
             _set_alarm(0)
-            values = encoded = None
+            values = encoded = None  # noqa: F841  (drop a huge value before reporting)
             _report_failure(index, exc, started, adjust=_test_adjust)
 
 

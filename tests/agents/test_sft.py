@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from agents.sft import SFTRunConfig, atomic_output_dir, finetune, read_train_stats
+from agents.sft import SFTRunConfig, finetune, read_train_stats
+from mucode_env.atomic import atomic_dir
 from agents.tiny import make_tiny_causal_lm
 
 torch.set_num_threads(1)
@@ -73,17 +74,17 @@ def test_finetune_drops_overlong_and_rejects_empty(tiny, tmp_path):
     assert not (tmp_path / "g3").exists()
 
 
-def test_atomic_output_dir_keeps_old_on_failure(tmp_path):
+def test_atomic_dir_keeps_old_on_failure(tmp_path):
     out = tmp_path / "d"
     out.mkdir()
     (out / "keep").write_text("1")
     with pytest.raises(RuntimeError):
-        with atomic_output_dir(out) as tmp:
+        with atomic_dir(out) as tmp:
             (tmp / "new").write_text("2")
             raise RuntimeError("crash")
     assert [p.name for p in out.iterdir()] == ["keep"]
     assert [p.name for p in tmp_path.iterdir()] == ["d"]
-    with atomic_output_dir(out) as tmp:
+    with atomic_dir(out) as tmp:
         (tmp / "new").write_text("2")
     assert [p.name for p in out.iterdir()] == ["new"]
 

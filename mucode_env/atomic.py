@@ -1,0 +1,60 @@
+"""Atomic writes: a crash or an interrupt never leaves half a file or half a directory behind.
+
+Every artifact (results, rollouts, datasets, checkpoints, caches) is written to a temporary
+sibling and renamed into place; ``os.replace`` is atomic within one filesystem.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file in the same directory."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any, **dumps_kwargs: Any) -> Path:
+    """``json.dumps(data, indent=2, sort_keys=True, **dumps_kwargs)`` written atomically."""
+    options = {"indent": 2, "sort_keys": True, **dumps_kwargs}
+    return write_text_atomic(path, json.dumps(data, **options) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_dir(output_dir: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary sibling directory that replaces ``output_dir`` when the block succeeds.
+
+    On an exception the temporary directory is removed and ``output_dir`` is left untouched.
+    """
+    out = Path(output_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp.", dir=out.parent))
+    try:
+        yield tmp
+        if out.exists():
+            old = out.with_name(f".{out.name}.old.{os.getpid()}")
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
