@@ -39,7 +39,8 @@ def _doctor(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from mucode_env.datasets import load_problems
-    from mucode_env.doctor import calibrate_time_limits, check_references, sandbox_probes, write_json_atomic
+    from mucode_env.atomic import write_json_atomic
+    from mucode_env.doctor import calibrate_time_limits, check_references, sandbox_probes
     from mucode_env.sandbox import Sandbox, SandboxConfig
 
     console = Console()

@@ -12,7 +12,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mucode_env.atomic import write_json_atomic  # noqa: F401  (re-exported for the CLI)
 from mucode_env.problem import Problem, TestCase
 from mucode_env.sandbox import Job, Sandbox, SandboxLimits
 
