@@ -17,7 +17,9 @@ skipped, so a crashed run resumes where it stopped::
 The generator is always fine-tuned from the base model. The best (generator, verifier) pair is
 chosen by validation accuracy of multi-turn BoN. Rollouts of the base model use
 ``rollout_backend`` (llama.cpp on CPU); fine-tuned generators are HF checkpoints and are rolled
-out with ``finetuned_backend`` ("transformers": GGUF export is not available offline here).
+out with ``finetuned_backend``: "transformers" runs the checkpoint itself, "llama_cpp" first exports
+it to ``generator/model-<finetuned_gguf_dtype>.gguf`` with the base model's GGUF metadata
+(:func:`agents.gguf_export.export_for_llama_cpp`).
 
 >>> trainer = MuCodeTrainer(MuCodeConfig.cpu(run_dir="runs/mucode"))  # doctest: +SKIP
 >>> report = trainer.train()  # doctest: +SKIP
@@ -98,7 +100,9 @@ class MuCodeConfig:
         generator: the BASE generator (registry name, GGUF file or HF directory).
         verifier_base: the verifier's base (None: the generator's base, as in the paper).
         rollout_backend: backend for rollouts of the base model ("llama_cpp", "transformers"...).
-        finetuned_backend: backend for fine-tuned generators (HF checkpoints): "transformers".
+        finetuned_backend: backend for fine-tuned generators (HF checkpoints): "transformers", or
+            "llama_cpp" (exported to GGUF first, see ``finetuned_gguf_dtype``).
+        finetuned_gguf_dtype: GGUF type of that export: "q8_0" (default), "f16" or "f32".
         backend_kwargs: extra kwargs for ``agents.backends.make_policy``.
         iterations: M.
         env_kwargs: more environment kwargs (``termination``...).
@@ -114,6 +118,7 @@ class MuCodeConfig:
     verifier_base: str | None = None
     rollout_backend: str = "llama_cpp"
     finetuned_backend: str = "transformers"
+    finetuned_gguf_dtype: str = "q8_0"
     backend_kwargs: dict[str, Any] = field(default_factory=dict)
     iterations: int = 2
     seed: int = 0
@@ -279,7 +284,19 @@ class MuCodeTrainer:
         """(model, backend) that rolls out in ``iteration`` (1-based): the base, then pi_{i-1}."""
         if iteration == 1:
             return self.config.generator, self.config.rollout_backend
-        return str(self.run_dir / f"iter{iteration - 1}" / "generator"), self.config.finetuned_backend
+        return self.finetuned_model(self.run_dir / f"iter{iteration - 1}"), self.config.finetuned_backend
+
+    def finetuned_model(self, it_dir: Path) -> str:
+        """What ``finetuned_backend`` loads for ``it_dir``'s generator: the checkpoint, or its GGUF export."""
+        path = it_dir / "generator"
+        if self.config.finetuned_backend != "llama_cpp":
+            return str(path)
+        from agents.gguf_export import export_for_llama_cpp
+
+        t0 = time.perf_counter()
+        out = export_for_llama_cpp(path, self.config.generator, dtype=self.config.finetuned_gguf_dtype)
+        logger.info("generator %s as GGUF: %s (%.1f s)", path, out, time.perf_counter() - t0)
+        return str(out)
 
     # -- stages --------------------------------------------------------------------------------
     def _rollouts(self, it: int, it_dir: Path) -> list[Trajectory]:
@@ -385,7 +402,7 @@ class MuCodeTrainer:
         if (st := self._done(it_dir, "validation")) is not None:
             return st
         vs = cfg.validation
-        policy = self.policy_factory(str(it_dir / "generator"), cfg.finetuned_backend)
+        policy = self.policy_factory(self.finetuned_model(it_dir), cfg.finetuned_backend)
         verifier = Verifier.load(it_dir / "verifier") if vs.n > 1 and vs.selector in ("pt+lv", "lv") else None
         env_kw = self._env_kwargs()
         problem_ids = None

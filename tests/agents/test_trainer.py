@@ -158,3 +158,27 @@ def test_cli_print_config(capsys, tmp_path):
     assert cfg["iterations"] == 1 and cfg["validation"]["enabled"] is False and cfg["run_dir"] == str(tmp_path)
     bad = parser.parse_args(["train", "mucode", "--config", str(tmp_path / "missing.json"), "--run-dir", str(tmp_path)])
     assert cli_train.run(bad) == 2
+
+
+def test_finetuned_generator_rolls_out_through_llama_cpp(tmp_path):
+    """finetuned_backend="llama_cpp": iteration i>1 rolls out pi_{i-1} exported to GGUF (reused once made)."""
+    pytest.importorskip("llama_cpp")
+    pytest.importorskip("gguf")
+    from agents.policy import SamplingParams
+
+    base = make_tiny_causal_lm(tmp_path / "base", arch="llama")
+    cfg = MuCodeConfig(run_dir=str(tmp_path / "run"), generator=str(base), rollout_backend="scripted",
+                       finetuned_backend="llama_cpp", finetuned_gguf_dtype="f16", progress=False)
+    trainer = MuCodeTrainer(cfg)
+    assert trainer.generator_for(1) == (str(base), "scripted")
+    import shutil
+
+    shutil.copytree(base, tmp_path / "run" / "iter1" / "generator")  # stands in for finetune's output
+    model, backend = trainer.generator_for(2)
+    assert backend == "llama_cpp" and model == str(tmp_path / "run" / "iter1" / "generator" / "model-f16.gguf")
+    mtime = os.stat(model).st_mtime_ns
+    assert trainer.generator_for(2) == (model, backend) and os.stat(model).st_mtime_ns == mtime
+    policy = trainer.policy_factory(model, backend)
+    (gen,) = policy.generate([[{"role": "user", "content": "def add(a, b):"}]],
+                             SamplingParams(n=1, temperature=0.0, max_new_tokens=4))[0]
+    assert gen.prompt_tokens > 0 and gen.completion_tokens >= 1
