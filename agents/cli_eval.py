@@ -48,8 +48,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="output directory; an interrupted run resumes there (default: runs/eval/<env>-<model>-T<turns>)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for llama_cpp/transformers")
     p.add_argument("--n-ctx", type=int, default=8192, help="llama_cpp context length (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=8, help="live episodes per generation call for transformers, "
-                   "and the transformers micro-batch (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="live episodes per generation call (default: 64 for openai/sglang servers, 8 otherwise: "
+                        "llama.cpp generates one at a time, so a small batch only makes progress and resume finer); "
+                        "also the transformers micro-batch")
     p.add_argument("--cache-dir", default=None, help="model cache (default: $MUCODE_CACHE_DIR/models or ~/.cache/mucode/models)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -71,7 +73,7 @@ def _policy_kwargs(args: argparse.Namespace) -> dict:
             kw["n_threads"] = args.threads
         return kw
     if args.backend == "transformers":
-        return {"batch_size": args.batch_size, "cache_dir": args.cache_dir, "torch_threads": args.threads}
+        return {"batch_size": args.batch_size or 8, "cache_dir": args.cache_dir, "torch_threads": args.threads}
     if args.backend == "openai":
         return {"base_url": args.base_url}
     return {"cache_dir": args.cache_dir}
@@ -88,8 +90,8 @@ def run(args: argparse.Namespace) -> int:
         check_env_id(args.env)
     except MuCodeError as exc:
         return _fail(str(exc))
-    for name in ("turns", "n", "max_new_tokens"):
-        if getattr(args, name) < 1:
+    for name in ("turns", "n", "max_new_tokens", "batch_size"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             return _fail(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.limit < 0:
         return _fail(f"--limit must be >= 0 (0 = all problems), got {args.limit}")
@@ -114,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
             env_id=args.env, split=args.split, problem_ids=problem_ids,
             limit=None if (args.limit == 0 or problem_ids) else args.limit,
             n=args.n, sampling=sampling, max_turns=args.turns, seed=args.seed,
-            max_live_episodes=args.batch_size if args.backend == "transformers" else 64,
+            max_live_episodes=args.batch_size or (64 if args.backend in ("openai", "sglang") else 8),
             progress=not args.no_progress,
         )
         model = args.model if args.model or args.backend == "openai" else DEFAULT_MODEL

@@ -114,3 +114,17 @@ def test_bad_url_and_inside_an_event_loop(server):
 
     (row,) = asyncio.run(inside())
     assert len(row) == 1
+
+
+def test_mucode_eval_runs_through_the_server(server, tmp_path, capsys):
+    import json
+
+    from mucode_env.cli import main
+
+    out = tmp_path / "eval"
+    code = main(["eval", "--backend", "openai", "--base-url", server, "--limit", "1", "--turns", "1",
+                 "--max-new-tokens", "8", "--out", str(out), "--no-progress"])
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["policy_name"] == "openai:smollm2" and results["n_problems"] == 1
+    assert "accuracy after turn 1" in capsys.readouterr().out
