@@ -163,7 +163,8 @@ class MuCodeConfig:
     def cpu(cls, **overrides: Any) -> "MuCodeConfig":
         """A 2-core CPU preset on the embedded small models. Deviations from the paper:
 
-        - generator Qwen2.5-Coder-0.5B (GGUF, llama.cpp rollouts), verifier base SmolLM2-135M (the
+        - generator Qwen2.5-Coder-0.5B (GGUF, llama.cpp rollouts; fine-tuned generators are exported
+          to q8_0 GGUF and rolled out through llama.cpp too), verifier base SmolLM2-135M (the
           paper uses the generator's base: a 0.5B scorer costs ~95 s per 4x512-token step here);
         - 4 rollouts per problem (not 15), 512 new tokens (not 1000), max_train_problems=40;
         - verifier: 8 pairs per prompt (not 32), max length 1024 (not 2048), lr 1e-5 (not 1e-6:
@@ -175,7 +176,7 @@ class MuCodeConfig:
             generator="qwen2.5-coder-0.5b",
             verifier_base="smollm2-135m",
             rollout_backend="llama_cpp",
-            finetuned_backend="transformers",
+            finetuned_backend="llama_cpp",  # fine-tuned generators are exported to GGUF (q8_0)
             max_train_problems=40,
             rollout=RolloutSettings(4, 0.7, 1.0, 512, 3, 32),
             verifier=VerifierConfig(loss="bt", pairs_per_prompt=8, learning_rate=1e-5, epochs=2, batch_size=16,

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
 import sys
 import time
@@ -27,17 +26,6 @@ from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-
-def wilson(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion (95% by default)."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,6 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-train", type=int, default=None, help="MBPP train problems for µCODE (default 40; quick 3)")
     ap.add_argument("--n-test", type=int, default=None, help="held-out MBPP test problems (default 100; quick 3)")
     ap.add_argument("--n", type=int, default=None, help="BoN candidates (default 5; quick 2)")
+    ap.add_argument("--generator", default=None,
+                    help="generator model (default: the cpu preset's qwen2.5-coder-0.5b; quick: smollm2-135m)")
+    ap.add_argument("--max-new-tokens", type=int, default=None, help="tokens per turn (default 512; quick 160)")
+    ap.add_argument("--rollouts", type=int, default=None, help="rollouts per training problem (default 4)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="llama.cpp threads (its threads spin: never more than the idle cores)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
@@ -57,13 +51,14 @@ def main(argv: list[str] | None = None) -> int:
     from agents.trainer import MuCodeConfig, MuCodeTrainer, RolloutSettings, ValidationSettings
     from agents.verifier import Verifier
     from mucode_env.datasets import load_problems
+    from mucode_env.metrics import wilson_interval
 
     run_dir = Path(args.run_dir)
     q = args.quick
     n_train = args.n_train or (3 if q else 40)
     n_test = args.n_test or (3 if q else 100)
     n_bon = args.n or (2 if q else 5)
-    max_new = 160 if q else 512
+    max_new = args.max_new_tokens or (160 if q else 512)
 
     cfg = MuCodeConfig.cpu(
         run_dir=str(run_dir / "mucode"),
@@ -72,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         max_train_problems=n_train,
         seed=args.seed,
         validation=ValidationSettings(enabled=False),
-        backend_kwargs={"llama_cpp": {"n_threads": 2}, "transformers": {"batch_size": 4}},
+        backend_kwargs={"llama_cpp": {"n_threads": args.threads}, "transformers": {"batch_size": 4}},
     )
     if q:
         cfg = replace(
@@ -84,8 +79,14 @@ def main(argv: list[str] | None = None) -> int:
             sft=replace(cfg.sft, max_length=768, batch_size=4, per_device_batch_size=2),
             notes=cfg.notes + ("--quick: smollm2-135m generator, 2 rollouts, T=2, 160 tokens",),
         )
+    if args.generator:
+        cfg = replace(cfg, generator=args.generator)
+    if args.rollouts or args.max_new_tokens:
+        cfg = replace(cfg, rollout=replace(cfg.rollout, rollouts_per_problem=args.rollouts or cfg.rollout.rollouts_per_problem,
+                                           max_new_tokens=max_new))
     t0 = time.perf_counter()
-    report = MuCodeTrainer(cfg).train()
+    trainer = MuCodeTrainer(cfg)
+    report = trainer.train()
     train_s = time.perf_counter() - t0
     it1 = report["iterations"][0]
 
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     verifier = Verifier.load(it1["verifier"])
     policies = {
         "base": lambda: make_policy(cfg.rollout_backend, cfg.generator, **cfg.backend_kwargs.get(cfg.rollout_backend, {})),
-        "mucode": lambda: make_policy(cfg.finetuned_backend, it1["generator"],
+        "mucode": lambda: make_policy(cfg.finetuned_backend, trainer.finetuned_model(Path(it1["generator"]).parent),
                                       **cfg.backend_kwargs.get(cfg.finetuned_backend, {})),
     }
     results = {}
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         ):
             t1 = time.perf_counter()
             res = best_of_n(policy, cfg.env_id, bcfg, verifier=verifier, problem_ids=test_ids, policy_name=name, **env_kw)
-            lo, hi = wilson(res.n_correct, res.n_problems)
+            lo, hi = wilson_interval(round(res.n_correct), res.n_problems)
             results[label] = {
                 "accuracy": res.accuracy, "n": res.n_problems, "correct": res.n_correct, "wilson95": [lo, hi],
                 "accuracy_by_turn": res.accuracy_by_turn, "wall_s": time.perf_counter() - t1, "stats": res.stats,
