@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from agents.evaluate import per_turn_accuracy
 from agents.policy import Policy, SamplingParams
 from agents.records import Trajectory, TurnRecord
 
@@ -349,14 +350,13 @@ def best_of_n(
 
 
 def accuracy_by_turn(trajectories: Sequence[Trajectory], max_turns: int) -> list[float]:
-    """Accuracy had every episode stopped after turn t (t = 1..max_turns), averaged per problem."""
-    out = []
-    for t in range(max_turns):
-        per: dict[str, list[float]] = {}
-        for tr in trajectories:
-            if not tr.turns:
-                continue
-            turn = tr.turns[min(t, len(tr.turns) - 1)]
-            per.setdefault(tr.problem_id, []).append(turn.reward)
-        out.append(sum(sum(v) / len(v) for v in per.values()) / len(per) if per else 0.0)
-    return out
+    """Accuracy had every episode stopped after turn t (t = 1..max_turns), averaged per problem
+    first (independent repeats of a problem count once)."""
+    per_problem: dict[str, list[Trajectory]] = {}
+    for tr in trajectories:
+        if tr.turns:
+            per_problem.setdefault(tr.problem_id, []).append(tr)
+    if not per_problem:
+        return [0.0] * max_turns
+    curves = [per_turn_accuracy(trs, max_turns) for trs in per_problem.values()]
+    return [sum(c[t] for c in curves) / len(curves) for t in range(max_turns)]

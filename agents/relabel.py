@@ -22,30 +22,13 @@ from typing import Any
 
 from agents.expert import ExpertResult
 from agents.records import Trajectory
+from mucode_env.env import to_messages
 
-__all__ = ["FEEDBACK_PREFIX", "render_state", "state_messages", "relabel"]
-
-FEEDBACK_PREFIX = "Feedback:\n"
-
-
-def _render_local(prompt: str, history: Sequence[dict[str, str]]) -> list[dict[str, str]]:
-    msgs = [{"role": "user", "content": prompt}]
-    for h in history:
-        msgs.append({"role": "assistant", "content": h["response"]})
-        msgs.append({"role": "user", "content": FEEDBACK_PREFIX + h["feedback"]})
-    return msgs
+__all__ = ["render_state", "state_messages", "relabel"]
 
 
 def render_state(prompt: str, history: Sequence[dict[str, str]]) -> list[dict[str, str]]:
-    """Chat messages of an observation ``{prompt, history}``, via ``mucode_env.to_messages``.
-
-    Falls back to the same rendering (ARCHITECTURE.md) when the environment package does not
-    provide ``to_messages``.
-    """
-    try:
-        from mucode_env import to_messages  # type: ignore[attr-defined]
-    except ImportError:
-        return _render_local(prompt, history)
+    """Chat messages of an observation ``{prompt, history}``, exactly as the environment renders them."""
     obs = {"problem_id": "", "turn": len(history), "prompt": prompt, "history": tuple(dict(h) for h in history)}
     return [dict(m) for m in to_messages(obs)]
 

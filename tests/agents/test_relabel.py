@@ -7,7 +7,8 @@ import torch
 
 from agents.expert import ExpertConfig, select_experts
 from agents.records import Trajectory, TurnRecord
-from agents.relabel import FEEDBACK_PREFIX, _render_local, relabel, render_state, state_messages
+from agents.relabel import relabel, render_state, state_messages
+from mucode_env.prompts import FEEDBACK_PREFIX
 from agents.tiny import make_tiny_causal_lm
 
 torch.set_num_threads(1)
@@ -45,10 +46,11 @@ def test_every_prefix_state_gets_the_expert_target():
     assert all(r["completion"][0]["content"] == "b1" for r in b_rows)  # ties -> earliest
 
 
-def test_rendering_matches_the_environment_when_available():
+def test_rendering_matches_the_environment():
     history = [{"response": "r1", "code": "c1", "feedback": "boom"}]
-    assert render_state("P", history) == _render_local("P", history)
-    assert state_messages(DATA[0], 1) == _render_local("Write A", [{"response": "a1", "code": "", "feedback": "fail after a1"}])
+    assert render_state("P", history) == [{"role": "user", "content": "P"}, {"role": "assistant", "content": "r1"},
+                                          {"role": "user", "content": "Feedback:\nboom"}]
+    assert state_messages(DATA[0], 1) == render_state("Write A", [{"response": "a1", "code": "", "feedback": "fail after a1"}])
     with pytest.raises(ValueError):
         state_messages(DATA[1], 3)
 
