@@ -24,7 +24,7 @@ from agents.expert import ExpertResult
 from agents.records import Trajectory
 from mucode_env.env import to_messages
 
-__all__ = ["render_state", "state_messages", "relabel"]
+__all__ = ["render_state", "relabel", "sft_example", "state_messages"]
 
 
 def render_state(prompt: str, history: Sequence[dict[str, str]]) -> list[dict[str, str]]:
@@ -43,7 +43,8 @@ def state_messages(traj: Trajectory, t: int) -> list[dict[str, str]]:
     return render_state(traj.prompt, history)
 
 
-def _example(traj: Trajectory, t: int, target: str, source: str) -> dict[str, Any]:
+def sft_example(traj: Trajectory, t: int, target: str, source: str) -> dict[str, Any]:
+    """One prompt-completion training row: state s_t of ``traj`` -> ``target``."""
     return {
         "prompt": state_messages(traj, t),
         "completion": [{"role": "assistant", "content": target}],
@@ -81,7 +82,7 @@ def relabel(
                 continue
             target = experts[traj.problem_id].response
             for t in range(len(traj.turns)):
-                rows.append(_example(traj, t, target, "expert"))
+                rows.append(sft_example(traj, t, target, "expert"))
         return rows
 
     source = list(candidates_from) if candidates_from is not None else list(trajectories)
@@ -99,8 +100,8 @@ def relabel(
             continue
         if traj.success:
             own = traj.turns[-1].response
-            rows.extend(_example(traj, t, own, "own") for t in range(len(traj.turns)))
+            rows.extend(sft_example(traj, t, own, "own") for t in range(len(traj.turns)))
         elif i in chosen:
             target = experts[traj.problem_id].response
-            rows.extend(_example(traj, t, target, "expert") for t in range(len(traj.turns)))
+            rows.extend(sft_example(traj, t, target, "expert") for t in range(len(traj.turns)))
     return rows

@@ -223,6 +223,38 @@ def _chat_len(tok, messages: list[dict[str, str]]) -> int:
 # ----------------------------------------------------------------------------- finetune
 
 
+def common_training_args(config: Any, output_dir: Path, dtype: Any) -> dict[str, Any]:
+    """TrainingArguments shared by generator fine-tuning and verifier training.
+
+    ``config`` is an :class:`SFTRunConfig` or a ``VerifierConfig`` (they share these fields).
+    Checkpoints are never saved mid-run (the caller saves atomically), logging goes nowhere
+    external, and the data order is seeded.
+    """
+    import torch
+
+    return dict(
+        output_dir=str(output_dir),
+        learning_rate=config.learning_rate,
+        num_train_epochs=config.epochs,
+        per_device_train_batch_size=config.per_device_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        seed=config.seed,
+        data_seed=config.seed,
+        weight_decay=config.weight_decay,
+        warmup_steps=config.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio
+        lr_scheduler_type=config.lr_scheduler_type,
+        gradient_checkpointing=config.gradient_checkpointing,
+        bf16=dtype == torch.bfloat16 and torch.cuda.is_available(),
+        fp16=False,
+        logging_steps=config.logging_steps,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=not config.progress,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=False,
+    )
+
+
 def finetune(
     base_model: str | os.PathLike,
     examples: Sequence[dict[str, Any]],
@@ -290,30 +322,8 @@ def finetune(
         )
 
     with atomic_dir(output_dir) as tmp:
-        args = SFTConfig(
-            output_dir=str(tmp / "trainer"),
-            learning_rate=config.learning_rate,
-            num_train_epochs=config.epochs,
-            per_device_train_batch_size=config.per_device_batch_size,
-            gradient_accumulation_steps=config.gradient_accumulation_steps,
-            max_length=config.max_length,
-            completion_only_loss=True,
-            packing=False,
-            seed=config.seed,
-            data_seed=config.seed,
-            weight_decay=config.weight_decay,
-            warmup_steps=config.warmup_ratio,
-            lr_scheduler_type=config.lr_scheduler_type,
-            gradient_checkpointing=config.gradient_checkpointing,
-            bf16=dtype == torch.bfloat16 and torch.cuda.is_available(),
-            fp16=False,
-            logging_steps=config.logging_steps,
-            save_strategy="no",
-            report_to="none",
-            disable_tqdm=not config.progress,
-            dataloader_num_workers=0,
-            dataloader_pin_memory=False,
-        )
+        args = SFTConfig(max_length=config.max_length, completion_only_loss=True, packing=False,
+                         **common_training_args(config, tmp / "trainer", dtype))
         trainer = SFTTrainer(
             model=model,
             args=args,

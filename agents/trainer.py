@@ -302,7 +302,7 @@ class MuCodeTrainer:
     # -- stages --------------------------------------------------------------------------------
     def _rollouts(self, it: int, it_dir: Path) -> list[Trajectory]:
         cfg = self.config
-        if (st := self._done(it_dir, "rollouts")) is not None:
+        if self._done(it_dir, "rollouts") is not None:
             return [Trajectory.from_row(r) for r in _read_jsonl(it_dir / "rollouts.jsonl")]
         model, backend = self.generator_for(it)
         policy = self.policy_factory(model, backend)

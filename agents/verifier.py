@@ -38,6 +38,7 @@ from typing import Any
 
 from agents.records import Trajectory
 from agents.sft import (
+    common_training_args,
     load_tokenizer,
     read_train_stats,
     resolve_base_model,
@@ -313,32 +314,6 @@ class Verifier:
 # ----------------------------------------------------------------------------- training
 
 
-def _common_args(config: VerifierConfig, output_dir: Path, dtype) -> dict[str, Any]:
-    import torch
-
-    return dict(
-        output_dir=str(output_dir),
-        learning_rate=config.learning_rate,
-        num_train_epochs=config.epochs,
-        per_device_train_batch_size=config.per_device_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        seed=config.seed,
-        data_seed=config.seed,
-        weight_decay=config.weight_decay,
-        warmup_steps=config.warmup_ratio,
-        lr_scheduler_type=config.lr_scheduler_type,
-        gradient_checkpointing=config.gradient_checkpointing,
-        bf16=dtype == torch.bfloat16 and torch.cuda.is_available(),
-        fp16=False,
-        logging_steps=config.logging_steps,
-        save_strategy="no",
-        report_to="none",
-        disable_tqdm=not config.progress,
-        dataloader_num_workers=0,
-        dataloader_pin_memory=False,
-    )
-
-
 def _bt_trainer_cls():
     from trl import RewardTrainer
 
@@ -438,7 +413,7 @@ def train_verifier(
             if rows:
                 from trl import RewardConfig
 
-                args = RewardConfig(max_length=config.max_length, **_common_args(config, tmp / "trainer", dtype))
+                args = RewardConfig(max_length=config.max_length, **common_training_args(config, tmp / "trainer", dtype))
                 trainer = _bt_trainer_cls()(
                     model=model,
                     args=args,
@@ -464,7 +439,7 @@ def train_verifier(
             if enc:
                 from transformers import TrainingArguments
 
-                args = TrainingArguments(remove_unused_columns=False, **_common_args(config, tmp / "trainer", dtype))
+                args = TrainingArguments(remove_unused_columns=False, **common_training_args(config, tmp / "trainer", dtype))
                 trainer = _bce_trainer_cls()(
                     model=model,
                     args=args,

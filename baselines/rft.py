@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.records import Trajectory
-from agents.relabel import state_messages
+from agents.relabel import sft_example
 from agents.trainer import MuCodeConfig, MuCodeTrainer
 
 __all__ = ["RFT_VARIANTS", "RFTConfig", "RFTTrainer", "build_rft_dataset"]
@@ -40,16 +40,6 @@ logger = logging.getLogger(__name__)
 RFT_VARIANTS = ("paper", "reference", "lv")
 DATASET_FILE = "rft_dataset.jsonl"
 ScoreFn = Callable[[Sequence[str], Sequence[str]], list[float]]
-
-
-def _row(traj: Trajectory, t: int, target: str, source: str) -> dict[str, Any]:
-    return {
-        "prompt": state_messages(traj, t),
-        "completion": [{"role": "assistant", "content": target}],
-        "problem_id": traj.problem_id,
-        "turn": t,
-        "source": source,
-    }
 
 
 def build_rft_dataset(
@@ -89,7 +79,7 @@ def build_rft_dataset(
                 continue
             final = traj.turns[-1].response
             for t, turn in enumerate(traj.turns):
-                rows.append(_row(traj, t, turn.response if variant == "paper" else final,
+                rows.append(sft_example(traj, t, turn.response if variant == "paper" else final,
                                  "own" if variant == "paper" else "final"))
     else:
         if score_fn is None:
@@ -103,7 +93,7 @@ def build_rft_dataset(
         keep = {i for items in ranked.values() for _, i in sorted(items)[:top_k]}
         for i, traj in enumerate(trajs):
             if i in keep:
-                rows.extend(_row(traj, t, turn.response, "verifier_top") for t, turn in enumerate(traj.turns))
+                rows.extend(sft_example(traj, t, turn.response, "verifier_top") for t, turn in enumerate(traj.turns))
     if deduplicate:
         seen: set[str] = set()
         unique = []
