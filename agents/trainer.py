@@ -144,10 +144,14 @@ class MuCodeConfig:
     # -- presets -------------------------------------------------------------------------------
     @classmethod
     def paper(cls, **overrides: Any) -> "MuCodeConfig":
-        """Table 6 of the paper (GPU): generator lr 5e-7, batch 32, 2 epochs, max length 4096;
-        verifier lr 1e-6, batch 64, 2 epochs, max length 2048; 15 rollouts/problem, T=3, M=2."""
+        """Table 6 of the paper (GPU): Llama-3.2-1B-Instruct (use ``generator=`` for the 8B),
+        generator lr 5e-7, batch 32, 2 epochs, max length 4096; verifier lr 1e-6, batch 64,
+        2 epochs, max length 2048; 15 rollouts/problem, T=3, M=2; rollouts through SGLang
+        (``pip install 'mucode[sglang]'``), as the paper's stack did."""
         base = cls(
-            rollout_backend="transformers",
+            generator="meta-llama/Llama-3.2-1B-Instruct",
+            rollout_backend="sglang",
+            finetuned_backend="sglang",
             rollout=RolloutSettings(15, 0.7, 1.0, 1000, 3),
             verifier=VerifierConfig(loss="bt", pairs_per_prompt=32, learning_rate=1e-6, epochs=2, batch_size=64,
                                     per_device_batch_size=8, max_length=2048, torch_dtype="auto"),
