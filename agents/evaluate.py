@@ -129,7 +129,7 @@ class EvalReport:
         path.parent.mkdir(parents=True, exist_ok=True)
         turns = list(range(1, self.max_turns + 1))
         fig, ax = plt.subplots(figsize=(5, 3.5))
-        ax.plot(turns, [100 * a for a in self.accuracy_by_turn], marker="o", label="accuracy (private tests)")
+        ax.plot(turns, [100 * a for a in self.accuracy_by_turn], marker="o", label="accuracy (public + private tests)")
         ax.plot(turns, [100 * a for a in self.public_pass_by_turn], marker="s", linestyle="--",
                 label="public tests pass")
         ax.set_xticks(turns)
