@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from agents.expert import ExpertConfig
-from agents.policy import Generation
+from agents.scripted import ScriptedPolicy
 from agents.sft import SFTRunConfig
 from agents.tiny import make_tiny_causal_lm
 from agents.trainer import MuCodeConfig, MuCodeTrainer, RolloutSettings, ValidationSettings
@@ -21,26 +21,6 @@ torch.set_num_threads(1)
 DATA_DIR = Path(os.environ.get("MUCODE_DATA_DIR", "/work/shared/data"))
 needs_data = pytest.mark.skipif(not (DATA_DIR / "mbpp.jsonl").is_file(), reason="offline MBPP not available")
 TRAIN_IDS = ("MBPP/602", "MBPP/603", "MBPP/604")
-
-
-class ScriptedPolicy:
-    """Turn 1: wrong on even-numbered calls' chats, right on odd; later turns: right."""
-
-    name = "scripted"
-
-    def __init__(self, solutions: dict[str, str]):
-        self.solutions = solutions
-        self.calls = 0
-
-    def generate(self, chats, params):
-        out = []
-        for k, chat in enumerate(chats):
-            sol = next(s for key, s in self.solutions.items() if key in chat[0]["content"])
-            good = len(chat) > 1 or (k + self.calls) % 2 == 1
-            text = f"```python\n{sol}\n```" if good else "```python\ndef nope():\n    return None\n```"
-            out.append([Generation(text, 10, 12) for _ in range(params.n)])
-        self.calls += 1
-        return out
 
 
 @pytest.fixture(scope="module")

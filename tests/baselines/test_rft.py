@@ -11,7 +11,7 @@ import torch
 
 import mucode_env
 from agents.expert import ExpertConfig, select_experts
-from agents.policy import Generation
+from agents.scripted import ScriptedPolicy
 from agents.records import Trajectory, TurnRecord
 from agents.relabel import relabel
 from baselines.rft import RFTConfig, RFTTrainer, build_rft_dataset
@@ -98,26 +98,6 @@ def test_config_validation_and_presets():
     cfg = RFTConfig.cpu(run_dir="x", rft_variant="lv")
     assert isinstance(cfg, RFTConfig) and cfg.rft_variant == "lv" and cfg.iterations == 2
     assert RFTConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
-
-
-class ScriptedPolicy:
-    """Turn 1: wrong for every other chat; later turns: right."""
-
-    name = "scripted"
-
-    def __init__(self, solutions: dict[str, str]):
-        self.solutions = solutions
-        self.calls = 0
-
-    def generate(self, chats, params):
-        out = []
-        for k, chat in enumerate(chats):
-            sol = next(s for key, s in self.solutions.items() if key in chat[0]["content"])
-            good = len(chat) > 1 or (k + self.calls) % 2 == 1
-            text = f"```python\n{sol}\n```" if good else "```python\ndef nope():\n    return None\n```"
-            out.append([Generation(text, 10, 12) for _ in range(params.n)])
-        self.calls += 1
-        return out
 
 
 @needs_data
