@@ -165,6 +165,15 @@ def _exc_type(exc):
         return "Exception"
 
 
+def _flush_output():
+    """Flush the program's buffered stdout/stderr; a hostile stream object must not stop us."""
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BaseException:
+        pass
+
+
 def _write_record(record):
     data = (json.dumps(record, ensure_ascii=True) + "\n").encode()
     view = memoryview(data)
@@ -189,11 +198,7 @@ def _emergency_timeout():
                                                  "ms": (time.perf_counter() - _ALARM["started"]) * 1e3}) + "\n").encode())
     except BaseException:
         pass
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except BaseException:
-        pass
+    _flush_output()
     os._exit(0)
 
 
@@ -442,11 +447,7 @@ class Zygote:
                                "emsg": "", "tb": "", "ms": (time.perf_counter() - _ALARM["started"]) * 1e3})
             except BaseException:
                 pass
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        except BaseException:
-            pass
+        _flush_output()
 
     # ---- parent ------------------------------------------------------------------------------
     def _memfd(self, name, data=b""):
