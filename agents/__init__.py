@@ -27,7 +27,7 @@ _EXPORTS = {
     "VerifierConfig": "agents.verifier", "Verifier": "agents.verifier", "train_verifier": "agents.verifier",
     "ExpertConfig": "agents.expert", "select_experts": "agents.expert", "relabel": "agents.relabel",
     "SFTRunConfig": "agents.sft", "finetune": "agents.sft",
-    "MuCodeConfig": "agents.trainer", "MuCodeTrainer": "agents.trainer",
+    "MuCodeConfig": "agents.trainer", "MuCodeTrainer": "agents.trainer", "share_stages": "agents.trainer",
     "BoNConfig": "agents.bon", "best_of_n": "agents.bon",
     "export_gguf": "agents.gguf_export", "export_for_llama_cpp": "agents.gguf_export",
 }

@@ -44,7 +44,7 @@ from agents.relabel import relabel
 from agents.sft import SFTRunConfig, finetune, read_train_stats
 from agents.verifier import Verifier, VerifierConfig, build_pairs, train_verifier
 
-__all__ = ["RolloutSettings", "ValidationSettings", "MuCodeConfig", "MuCodeTrainer", "PolicyFactory"]
+__all__ = ["RolloutSettings", "ValidationSettings", "MuCodeConfig", "MuCodeTrainer", "PolicyFactory", "share_stages"]
 
 logger = logging.getLogger(__name__)
 
@@ -254,6 +254,49 @@ def _default_policy_factory(backend_kwargs: dict[str, Any]) -> PolicyFactory:
         return make_policy(backend, model, **backend_kwargs.get(backend, {}))
 
     return make
+
+
+# the files each shareable stage writes in its iteration directory (its marker comes last)
+_STAGE_FILES: dict[str, tuple[str, ...]] = {
+    "rollouts": ("rollouts", "rollouts.jsonl"),
+    "verifier": ("pairs.jsonl", "verifier"),
+}
+
+
+def share_stages(src_run: str | os.PathLike, dst_run: str | os.PathLike, iteration: int = 1,
+                 stages: tuple[str, ...] = ("rollouts", "verifier")) -> list[str]:
+    """Copy finished stages of one run's iteration into another run, which then skips them.
+
+    For fair comparisons: an RFT run that shares µCODE's iteration-1 rollouts and verifier
+    starts from the same D_1 and differs only in its training set. The ``.done`` marker is
+    copied last, so an interrupted copy is redone. Returns the stages copied now (stages the
+    destination has already finished are left alone).
+
+    Raises:
+        ValueError: an unknown stage, or a stage that the source has not finished.
+    """
+    src, dst = Path(src_run) / f"iter{iteration}", Path(dst_run) / f"iter{iteration}"
+    unknown = [s for s in stages if s not in _STAGE_FILES]
+    if unknown:
+        raise ValueError(f"cannot share stage(s) {unknown}; shareable: {sorted(_STAGE_FILES)}")
+    unfinished = [s for s in stages if not (src / f"{s}.done").is_file()]
+    if unfinished:
+        raise ValueError(f"{src}: stage(s) {unfinished} are not finished (no .done marker); finish that run first")
+    import shutil
+
+    copied = []
+    for stage in stages:
+        if (dst / f"{stage}.done").is_file():
+            continue
+        dst.mkdir(parents=True, exist_ok=True)
+        for name in _STAGE_FILES[stage]:
+            if (src / name).is_dir():
+                shutil.copytree(src / name, dst / name, dirs_exist_ok=True)
+            elif (src / name).is_file():
+                shutil.copy2(src / name, dst / name)
+        shutil.copy2(src / f"{stage}.done", dst / f"{stage}.done")
+        copied.append(stage)
+    return copied
 
 
 class MuCodeTrainer:

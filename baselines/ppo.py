@@ -217,6 +217,24 @@ class PPOConfig:
         return self.kl_in_reward if self.kl_in_reward is not None else self.algorithm == "ppo"
 
     @classmethod
+    def cpu(cls, output_dir: str, model: str = "qwen2.5-coder-0.5b", **overrides: Any) -> "PPOConfig":
+        """A 2-core CPU preset on the embedded 0.5B model: a short run, not a converged one.
+
+        Deviations from RLEF (Gehring et al. 2024) forced by ~15 min per update here: 8 training
+        problems (the first 8 of the split, as the µCODE cpu experiment uses), 2 updates of 8
+        episodes (one PPO epoch, one minibatch), 384 new tokens per turn, learning rate 1e-5 (more
+        than RLEF's 2e-7-scale rates: so few updates would not move the policy at all), micro
+        batch 1 with gradient checkpointing (fp32 AdamW on 0.5B parameters needs ~8 GB already).
+        """
+        base: dict[str, Any] = {
+            "model": model, "output_dir": output_dir, "algorithm": "ppo", "limit": 8, "total_updates": 2,
+            "episodes_per_update": 8, "ppo_epochs": 1, "minibatch_size": 8, "micro_batch_size": 1,
+            "learning_rate": 1e-5, "kl_coef": 0.05, "max_new_tokens": 384, "max_prompt_tokens": 2048,
+            "generation_batch_size": 8, "save_every": 1, "gradient_checkpointing": True, "device": "cpu",
+        }
+        return cls(**{**base, **overrides})
+
+    @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "PPOConfig":
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known

@@ -43,13 +43,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1,
                     help="llama.cpp threads (its threads spin: never more than the idle cores)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--eval", action="append", default=None, metavar="NAME[=PATH]",
+                    help="generators to evaluate (repeatable; default: base and mucode). NAME=PATH adds a "
+                         "trained generator (HF directory, GGUF file, or a RFT/PPO run directory)")
+    ap.add_argument("--bon-for", default="base,mucode",
+                    help="comma-separated names that also get BoN (the rest: greedy only)")
+    ap.add_argument("--no-train", action="store_true",
+                    help="do not run the µCODE trainer: use the iteration-1 artifacts already in --run-dir "
+                         "(lets another process evaluate while training goes on)")
     args = ap.parse_args(argv)
 
     import mucode_env  # noqa: F401  (registers the environments)
     from agents.backends import make_policy
     from agents.bon import BoNConfig, best_of_n
-    from agents.trainer import MuCodeConfig, MuCodeTrainer, RolloutSettings, ValidationSettings
+    from agents.gguf_export import export_for_llama_cpp
+    from agents.trainer import (
+        MuCodeConfig,
+        MuCodeTrainer,
+        RolloutSettings,
+        ValidationSettings,
+    )
     from agents.verifier import Verifier
+    from mucode_env.atomic import write_json_atomic
     from mucode_env.datasets import load_problems
     from mucode_env.metrics import wilson_interval
 
@@ -84,11 +99,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.rollouts or args.max_new_tokens:
         cfg = replace(cfg, rollout=replace(cfg.rollout, rollouts_per_problem=args.rollouts or cfg.rollout.rollouts_per_problem,
                                            max_new_tokens=max_new))
-    t0 = time.perf_counter()
     trainer = MuCodeTrainer(cfg)
-    report = trainer.train()
+    it_dir = run_dir / "mucode" / "iter1"
+    t0 = time.perf_counter()
+    if not args.no_train:
+        trainer.train()
+    elif not (it_dir / "verifier.done").is_file():
+        print(f"--no-train: {it_dir / 'verifier.done'} does not exist yet; run training first", file=sys.stderr)
+        return 2
     train_s = time.perf_counter() - t0
-    it1 = report["iterations"][0]
 
     test = load_problems("mbpp", "test", data_dir=args.data_dir)
     rng = random.Random(args.seed)
@@ -97,40 +116,71 @@ def main(argv: list[str] | None = None) -> int:
     if args.data_dir:
         env_kw["data_dir"] = args.data_dir
 
-    verifier = Verifier.load(it1["verifier"])
-    policies = {
-        "base": lambda: make_policy(cfg.rollout_backend, cfg.generator, **cfg.backend_kwargs.get(cfg.rollout_backend, {})),
-        "mucode": lambda: make_policy(cfg.finetuned_backend, trainer.finetuned_model(Path(it1["generator"]).parent),
-                                      **cfg.backend_kwargs.get(cfg.finetuned_backend, {})),
-    }
-    results = {}
-    for name, make in policies.items():
-        policy = make()
-        for label, bcfg in (
-            (f"{name} BoN N={n_bon} PT+LV", BoNConfig(n=n_bon, max_turns=env_kw["max_turns"], max_new_tokens=max_new,
-                                                     seed=args.seed)),
-            (f"{name} greedy N=1", BoNConfig(n=1, max_turns=env_kw["max_turns"], max_new_tokens=max_new, seed=args.seed)),
-        ):
+    verifier = Verifier.load(it_dir / "verifier")
+    llama_kw = cfg.backend_kwargs.get("llama_cpp", {})
+
+    def generator(name: str, path: str | None):
+        if path is None and name == "base":
+            return make_policy(cfg.rollout_backend, cfg.generator, **cfg.backend_kwargs.get(cfg.rollout_backend, {}))
+        if path is None and name == "mucode":
+            return make_policy(cfg.finetuned_backend, trainer.finetuned_model(it_dir),
+                               **cfg.backend_kwargs.get(cfg.finetuned_backend, {}))
+        if path is None:
+            raise SystemExit(f"--eval {name}: give NAME=PATH for generators other than base and mucode")
+        src = Path(path)
+        if (src / "best.json").is_file():  # a µCODE/RFT run directory
+            src = Path(json.loads((src / "best.json").read_text())["generator"])
+        elif (src / "checkpoint" / "config.json").is_file():  # a PPO/GRPO run directory
+            src = src / "checkpoint"
+        if src.suffix != ".gguf":
+            src = export_for_llama_cpp(src, cfg.generator, dtype=cfg.finetuned_gguf_dtype)
+        return make_policy("llama_cpp", str(src), **llama_kw)
+
+    results_dir = run_dir / "results"
+    bon_for = {x.strip() for x in args.bon_for.split(",") if x.strip()}
+    for spec in args.eval or ["base", "mucode"]:
+        name, _, path = spec.partition("=")
+        settings = [(f"{name} greedy N=1", 1)]
+        if name in bon_for:
+            settings.insert(0, (f"{name} BoN N={n_bon} PT+LV", n_bon))
+        todo = [(label, n) for label, n in settings if not (results_dir / f"{_slug(label)}.json").is_file()]
+        if not todo:
+            continue
+        policy = generator(name, path or None)
+        for label, n in todo:
+            bcfg = BoNConfig(n=n, max_turns=env_kw["max_turns"], max_new_tokens=max_new, seed=args.seed)
             t1 = time.perf_counter()
             res = best_of_n(policy, cfg.env_id, bcfg, verifier=verifier, problem_ids=test_ids, policy_name=name, **env_kw)
             lo, hi = wilson_interval(round(res.n_correct), res.n_problems)
-            results[label] = {
+            write_json_atomic(results_dir / f"{_slug(label)}.json", {
+                "label": label, "generator": name, "source": path or name, "n_candidates": n,
                 "accuracy": res.accuracy, "n": res.n_problems, "correct": res.n_correct, "wilson95": [lo, hi],
                 "accuracy_by_turn": res.accuracy_by_turn, "wall_s": time.perf_counter() - t1, "stats": res.stats,
-            }
+                "per_problem": dict(res.per_problem),
+            })
             print(f"{label:32s} {res.accuracy:6.1%}  ({res.n_correct:g}/{res.n_problems}, "
                   f"95% CI {lo:.1%}-{hi:.1%})", flush=True)
         del policy
 
+    results = {r["label"]: r for r in (json.loads(f.read_text()) for f in sorted(results_dir.glob("*.json")))}
+    it1 = {s: json.loads((it_dir / f"{s}.done").read_text())
+           for s in ("rollouts", "verifier", "relabel", "generator") if (it_dir / f"{s}.done").is_file()}
     out = {
         "quick": q, "train_problems": n_train, "test_problem_ids": test_ids, "train_s": train_s,
         "mucode_iteration": it1, "results": results, "config": cfg.to_dict(),
         "note": "the base model's BoN uses iteration 1's verifier, trained on the base model's own rollouts",
     }
-    (run_dir / "experiment.json").write_text(json.dumps(out, indent=2, default=str))
+    write_json_atomic(run_dir / "experiment.json", out, default=str)
+    print(f"\n{'generator / setting':32s} accuracy  (correct/n, Wilson 95% CI)")
+    for label, r in results.items():
+        lo, hi = r["wilson95"]
+        print(f"{label:32s} {r['accuracy']:6.1%}  ({r['correct']:g}/{r['n']}, {lo:.1%}-{hi:.1%})")
     print(f"saved {run_dir / 'experiment.json'}")
     return 0
 
+
+def _slug(label: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in label.lower()).strip("_")
 
 if __name__ == "__main__":
     sys.exit(main())

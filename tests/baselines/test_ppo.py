@@ -111,3 +111,14 @@ def test_config_validation():
     assert not PPOConfig(model="m", output_dir="o", algorithm="grpo").kl_reward
     with pytest.raises(ValueError, match="unknown PPOConfig"):
         PPOConfig.from_dict({"model": "m", "output_dir": "o", "lr": 1})
+
+
+def test_cpu_preset_is_a_short_valid_run_on_the_experiment_subset():
+    cfg = PPOConfig.cpu("out")
+    assert (cfg.model, cfg.algorithm, cfg.device) == ("qwen2.5-coder-0.5b", "ppo", "cpu")
+    # the µCODE cpu experiment trains on the first 8 MBPP-train problems; PPO must see the same
+    assert cfg.limit == 8 and cfg.split == "train" and cfg.problem_ids is None
+    assert cfg.total_updates * cfg.episodes_per_update == 16 and cfg.gradient_checkpointing
+    assert PPOConfig.cpu("out", total_updates=5, algorithm="grpo").total_updates == 5
+    with pytest.raises(ValueError, match="multiple of"):  # overrides still go through validation
+        PPOConfig.cpu("out", algorithm="grpo", episodes_per_update=6)

@@ -129,3 +129,38 @@ def test_rft_trainer_one_iteration_end_to_end(tmp_path, tiny_dir):
     assert done["method"] == "rft:paper" and done["n_examples"] == len(rows) > 0
     assert (it / "generator" / "config.json").is_file()
     assert report["best"]["generator"] == str(it / "generator")
+
+    # a second RFT run (reference variant) shares the first run's rollouts and verifier: it must
+    # not roll out or train a verifier again, and it trains on the very same trajectories
+    from agents.trainer import share_stages
+
+    def no_rollouts(model, backend):
+        raise AssertionError("shared rollouts must not be redone")
+
+    cfg2 = RFTConfig(**{**cfg.__dict__, "run_dir": str(tmp_path / "rft2"), "rft_variant": "reference"})
+    assert share_stages(cfg.run_dir, cfg2.run_dir) == ["rollouts", "verifier"]
+    assert share_stages(cfg.run_dir, cfg2.run_dir) == []  # already there: left alone
+    verifier_done = (tmp_path / "rft2" / "iter1" / "verifier.done").read_text()
+    RFTTrainer(cfg2, no_rollouts).train()
+    it2 = tmp_path / "rft2" / "iter1"
+    assert (it2 / "rollouts.jsonl").read_text() == (it / "rollouts.jsonl").read_text()
+    assert (it2 / "verifier.done").read_text() == verifier_done
+    rows2 = [json.loads(x) for x in (it2 / "rft_dataset.jsonl").read_text().splitlines()]
+    assert rows2 == json.loads(json.dumps(build_rft_dataset(rollouts, "reference")))
+    assert (it2 / "generator" / "config.json").is_file()
+
+
+def test_share_stages_refuses_unfinished_or_unknown_stages(tmp_path):
+    from agents.trainer import share_stages
+
+    src = tmp_path / "src" / "iter1"
+    (src / "rollouts").mkdir(parents=True)
+    (src / "rollouts.jsonl").write_text("{}\n")
+    with pytest.raises(ValueError, match=r"\[.rollouts.\] are not finished"):
+        share_stages(tmp_path / "src", tmp_path / "dst", stages=("rollouts",))
+    assert not (tmp_path / "dst").exists()
+    with pytest.raises(ValueError, match="cannot share stage"):
+        share_stages(tmp_path / "src", tmp_path / "dst", stages=("generator",))
+    (src / "rollouts.done").write_text("{}")
+    assert share_stages(tmp_path / "src", tmp_path / "dst", stages=("rollouts",)) == ["rollouts"]
+    assert (tmp_path / "dst" / "iter1" / "rollouts.jsonl").read_text() == "{}\n"
