@@ -6,6 +6,8 @@ resumes after the last finished stage.
     mucode train mucode --env MuCode-MBPP-v0 --config cpu --run-dir runs/mucode-cpu
     mucode train mucode --config paper --run-dir runs/mucode --iterations 1
     mucode train mucode --config my.json --run-dir runs/x   # JSON: {"preset": "cpu", "sft": {...}}
+    mucode train mucode --config paper --run-dir runs/8b --generator meta-llama/Llama-3.1-8B-Instruct \\
+        --accelerate-config deepspeed_zero3 --num-processes 8     # training stages on 8 GPUs
 """
 
 from __future__ import annotations
@@ -33,6 +35,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None, help="offline dataset directory (default: $MUCODE_DATA_DIR)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--no-validation", action="store_true", help="skip validation (selects the last iteration)")
+    p.add_argument("--accelerate-config", default=None, metavar="NAME_OR_FILE",
+                   help="run the training stages with accelerate launch: 'multi_gpu', 'deepspeed_zero3' or a "
+                        "config file (default: in this process)")
+    p.add_argument("--num-processes", type=int, default=None, help="processes for --accelerate-config")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
     p.set_defaults(_train_run=_run_mucode)
@@ -52,6 +58,12 @@ def _config_from_args(args: argparse.Namespace):
             overrides[key] = value
     if args.no_progress:
         overrides["progress"] = False
+    if args.accelerate_config:
+        from agents.launch import LaunchConfig
+
+        overrides["launch"] = LaunchConfig.accelerate(args.accelerate_config, args.num_processes)
+    elif args.num_processes is not None:
+        raise ValueError("--num-processes needs --accelerate-config")
     cfg = MuCodeConfig.load(args.config, **overrides)
     if args.no_validation:
         cfg = replace(cfg, validation=replace(cfg.validation, enabled=False))

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from agents.distributed import accumulation_steps, is_main_process, rank_output_dir, save_trained_model, world_size
 from mucode_env.atomic import atomic_dir
 
 __all__ = [
@@ -237,7 +238,8 @@ def common_training_args(config: Any, output_dir: Path, dtype: Any) -> dict[str,
         learning_rate=config.learning_rate,
         num_train_epochs=config.epochs,
         per_device_train_batch_size=config.per_device_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        gradient_accumulation_steps=accumulation_steps(config.batch_size, config.per_device_batch_size,
+                                                       getattr(config, "grad_accum", None)),
         seed=config.seed,
         data_seed=config.seed,
         weight_decay=config.weight_decay,
@@ -252,6 +254,8 @@ def common_training_args(config: Any, output_dir: Path, dtype: Any) -> dict[str,
         disable_tqdm=not config.progress,
         dataloader_num_workers=0,
         dataloader_pin_memory=False,
+        # without a GPU say so: transformers then runs a torchrun/accelerate job data-parallel (gloo)
+        use_cpu=not torch.cuda.is_available(),
     )
 
 
@@ -321,7 +325,7 @@ def finetune(
             task_type="CAUSAL_LM",
         )
 
-    with atomic_dir(output_dir) as tmp:
+    with rank_output_dir(output_dir) as tmp:
         args = SFTConfig(max_length=config.max_length, completion_only_loss=True, packing=False,
                          **common_training_args(config, tmp / "trainer", dtype))
         trainer = SFTTrainer(
@@ -334,10 +338,10 @@ def finetune(
         t0 = time.perf_counter()
         result = trainer.train()
         train_s = time.perf_counter() - t0
-        final = trainer.model
-        if config.lora:
-            final = final.merge_and_unload()
-        final.save_pretrained(tmp)
+        save_trained_model(trainer, tmp, lora=config.lora, base_model=base, torch_dtype=dtype)
+        del trainer, model
+        if not is_main_process():
+            return Path(output_dir)
         tok.save_pretrained(tmp)
         shutil.rmtree(tmp / "trainer", ignore_errors=True)
         trained_tokens = n_tokens * config.epochs
@@ -354,8 +358,8 @@ def finetune(
                 "train_tokens_per_s": trained_tokens / train_s if train_s > 0 else None,
                 "train_loss": float(result.training_loss),
                 "global_steps": int(result.global_step),
+                "world_size": world_size(),
                 "config": asdict(config),
             },
         )
-        del trainer, model, final
     return Path(output_dir)

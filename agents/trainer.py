@@ -41,8 +41,9 @@ from agents.expert import ExpertConfig, select_experts
 from agents.policy import Policy
 from agents.records import Trajectory
 from agents.relabel import relabel
-from agents.sft import SFTRunConfig, finetune, read_train_stats
-from agents.verifier import Verifier, VerifierConfig, build_pairs, train_verifier
+from agents.launch import LaunchConfig, run_stage
+from agents.sft import SFTRunConfig, read_train_stats
+from agents.verifier import Verifier, VerifierConfig, build_pairs
 
 __all__ = ["RolloutSettings", "ValidationSettings", "MuCodeConfig", "MuCodeTrainer", "PolicyFactory", "share_stages"]
 
@@ -106,6 +107,9 @@ class MuCodeConfig:
         backend_kwargs: extra kwargs for ``agents.backends.make_policy``.
         iterations: M.
         env_kwargs: more environment kwargs (``termination``...).
+        launch: how the two training stages run: in this process (default) or as a multi-GPU job
+            (``LaunchConfig.accelerate("deepspeed_zero3", num_processes=8)``; see
+            :mod:`agents.launch`).
     """
 
     run_dir: str = "runs/mucode"
@@ -128,12 +132,13 @@ class MuCodeConfig:
     sft: SFTRunConfig = field(default_factory=SFTRunConfig)
     validation: ValidationSettings = field(default_factory=ValidationSettings)
     env_kwargs: dict[str, Any] = field(default_factory=dict)
+    launch: LaunchConfig = field(default_factory=LaunchConfig)
     progress: bool = True
     notes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name, cls in (("rollout", RolloutSettings), ("verifier", VerifierConfig), ("expert", ExpertConfig),
-                          ("sft", SFTRunConfig), ("validation", ValidationSettings)):
+                          ("sft", SFTRunConfig), ("validation", ValidationSettings), ("launch", LaunchConfig)):
             object.__setattr__(self, name, _build(cls, getattr(self, name)))
         if self.train_problem_ids is not None:
             object.__setattr__(self, "train_problem_ids", tuple(self.train_problem_ids))
@@ -397,7 +402,7 @@ class MuCodeTrainer:
         pairs = build_pairs(data, cfg.verifier.pairs_per_prompt, cfg.verifier.seed) if cfg.verifier.loss == "bt" else []
         _write_jsonl(it_dir / "pairs.jsonl", pairs)
         vcfg = replace(cfg.verifier, progress=cfg.progress)
-        train_verifier(data, cfg.verifier_base or cfg.generator, vcfg, path)
+        run_stage("verifier", cfg.verifier_base or cfg.generator, data, vcfg, path, cfg.launch)
         st = read_train_stats(path)
         self._mark(it_dir, "verifier", {"stage": "verifier", "iteration": it, **st})
         return path
@@ -438,7 +443,7 @@ class MuCodeTrainer:
         examples = [{"prompt": r["prompt"], "completion": r["completion"]} for r in rows]
         scfg = replace(cfg.sft, seed=derive_seed(cfg.sft.seed, "sft", it) if cfg.sft.seed else cfg.sft.seed,
                        progress=cfg.progress)
-        finetune(cfg.generator, examples, scfg, path)  # ALWAYS from the base model
+        run_stage("sft", cfg.generator, examples, scfg, path, cfg.launch)  # ALWAYS from the base model
         st = read_train_stats(path)
         self._mark(it_dir, "generator", {"stage": "generator", "iteration": it, **st})
         return path

@@ -45,7 +45,7 @@ from agents.sft import (
     torch_dtype_of,
     write_train_stats,
 )
-from mucode_env.atomic import atomic_dir
+from agents.distributed import is_main_process, rank_output_dir, save_trained_model, world_size
 
 __all__ = [
     "VerifierConfig",
@@ -402,10 +402,11 @@ def train_verifier(
         "loss": config.loss,
         "base_model": base,
         "n_trajectories": len(trajectories),
+        "world_size": world_size(),
         "prompts": prompt_counts,
         "config": asdict(config),
     }
-    with atomic_dir(output_dir) as tmp:
+    with rank_output_dir(output_dir) as tmp:
         trained = False
         if config.loss == "bt":
             rows = build_pairs(trajectories, config.pairs_per_prompt, config.seed)
@@ -452,7 +453,6 @@ def train_verifier(
             t0 = time.perf_counter()
             result = trainer.train()
             train_s = time.perf_counter() - t0
-            model = trainer.model
             stats.update(
                 train_s=train_s,
                 train_tokens=n_tokens * config.epochs,
@@ -460,13 +460,17 @@ def train_verifier(
                 train_loss=float(result.training_loss),
                 global_steps=int(result.global_step),
             )
+            save_trained_model(trainer, tmp, lora=False)
             del trainer
         else:
             logger.warning(
                 "train_verifier: no usable %s data (%s); saving the untrained scorer", config.loss, prompt_counts
             )
         stats["trained"] = trained
-        model.save_pretrained(tmp)
+        if not is_main_process():
+            return Path(output_dir)
+        if not trained:
+            model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         import shutil
 

@@ -122,6 +122,14 @@ def test_presets_and_json_roundtrip(tmp_path):
     assert again == loaded
     with pytest.raises(ValueError, match="unknown MuCodeConfig keys"):
         MuCodeConfig.from_dict({"iteratons": 2})
+    # multi-GPU training stages are configuration too, and survive the JSON round trip
+    from agents.launch import LaunchConfig
+
+    f.write_text(json.dumps({"preset": "paper", "launch": {"command": ["accelerate", "launch", "--num_processes", "8"]}}))
+    multi = MuCodeConfig.load(str(f))
+    assert multi.launch == LaunchConfig(("accelerate", "launch", "--num_processes", "8")) and multi.launch.distributed
+    assert MuCodeConfig.from_dict(json.loads(json.dumps(multi.to_dict()))) == multi
+    assert not MuCodeConfig.cpu().launch.distributed
 
 
 def test_cli_print_config(capsys, tmp_path):
@@ -138,6 +146,15 @@ def test_cli_print_config(capsys, tmp_path):
     assert cfg["iterations"] == 1 and cfg["validation"]["enabled"] is False and cfg["run_dir"] == str(tmp_path)
     bad = parser.parse_args(["train", "mucode", "--config", str(tmp_path / "missing.json"), "--run-dir", str(tmp_path)])
     assert cli_train.run(bad) == 2
+    multi = parser.parse_args(["train", "mucode", "--config", "paper", "--run-dir", str(tmp_path),
+                               "--accelerate-config", "deepspeed_zero3", "--num-processes", "8", "--print-config"])
+    assert cli_train.run(multi) == 0
+    cmd = json.loads(capsys.readouterr().out)["launch"]["command"]
+    assert cmd[:2] == ["accelerate", "launch"] and cmd[-2:] == ["--num_processes", "8"]
+    assert cmd[3].endswith("deepspeed_zero3.yaml") and Path(cmd[3]).is_file()
+    for extra in (["--num-processes", "2"], ["--accelerate-config", "nope.yaml"]):
+        args = parser.parse_args(["train", "mucode", "--run-dir", str(tmp_path), "--print-config", *extra])
+        assert cli_train.run(args) == 2
 
 
 def test_finetuned_generator_rolls_out_through_llama_cpp(tmp_path):
