@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         ValidationSettings,
     )
     from agents.verifier import Verifier
-    from mucode_env.atomic import write_json_atomic
+    from mucode_env.atomic import write_json_atomic, write_text_atomic
     from mucode_env.datasets import load_problems
     from mucode_env.metrics import wilson_interval
 
@@ -171,12 +171,58 @@ def main(argv: list[str] | None = None) -> int:
         "note": "the base model's BoN uses iteration 1's verifier, trained on the base model's own rollouts",
     }
     write_json_atomic(run_dir / "experiment.json", out, default=str)
-    print(f"\n{'generator / setting':32s} accuracy  (correct/n, Wilson 95% CI)")
-    for label, r in results.items():
-        lo, hi = r["wilson95"]
-        print(f"{label:32s} {r['accuracy']:6.1%}  ({r['correct']:g}/{r['n']}, {lo:.1%}-{hi:.1%})")
-    print(f"saved {run_dir / 'experiment.json'}")
+    table = comparison_table(results)
+    write_text_atomic(run_dir / "comparison.md", table + "\n")
+    plot_turns(results, run_dir / "accuracy_by_turn.png")
+    print("\n" + table)
+    print(f"saved {run_dir / 'experiment.json'}, comparison.md, accuracy_by_turn.png")
     return 0
+
+
+def comparison_table(results: dict) -> str:
+    """Markdown: one row per (generator, setting) with n, accuracy, its Wilson 95% interval, the
+    accuracy after each turn, and the paired difference to the base model in the same setting
+    (bootstrap 95% interval over the same problems)."""
+    from baselines.bench import paired_bootstrap
+
+    base = {r["n_candidates"]: r for r in results.values() if r["generator"] == "base"}
+    lines = ["| generator | setting | n | accuracy (95% CI) | by turn 1/2/3 | vs base, same setting (95% CI) |",
+             "|---|---|---:|---:|---|---:|"]
+    for r in sorted(results.values(), key=lambda r: (r["n_candidates"] == 1, r["generator"] != "base", r["label"])):
+        lo, hi = r["wilson95"]
+        turns = "/".join(f"{100 * t:.0f}" for t in r["accuracy_by_turn"])
+        ref = base.get(r["n_candidates"])
+        diff = ""
+        if ref is not None and r["generator"] != "base":
+            d = paired_bootstrap(r["per_problem"], ref["per_problem"])
+            diff = f"{100 * d['diff']:+.1f} pts ({100 * d['lo']:+.1f} to {100 * d['hi']:+.1f})"
+        setting = "greedy" if r["n_candidates"] == 1 else f"BoN N={r['n_candidates']} PT+LV"
+        lines.append(f"| {r['generator']} | {setting} | {r['n']} | {r['accuracy']:.1%} ({lo:.1%}-{hi:.1%}) | "
+                     f"{turns} | {diff} |")
+    return "\n".join(lines)
+
+
+def plot_turns(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in results.values():
+        turns = r["accuracy_by_turn"]
+        ax.plot(range(1, len(turns) + 1), [100 * t for t in turns], "o-" if r["n_candidates"] == 1 else "s--",
+                label=r["label"])
+    ax.set_xlabel("turn")
+    ax.set_ylabel("accuracy (%, private tests of the pick)")
+    ax.set_xticks([1, 2, 3])
+    ax.set_title(f"MBPP test subset (n={max((r['n'] for r in results.values()), default=0)})")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
 
 
 def _slug(label: str) -> str:
