@@ -109,7 +109,8 @@ class BenchConfig:
         max_turns: T of the multi-turn settings; bon_n: N of the BoN rows; selector: BoN's selector.
         temperature / max_new_tokens / repeats / seed: the shared sampling budget (N = 1: greedy).
         base_model / base_backend: Instruct's model (and the base every trained agent starts from).
-        finetuned_backend: backend of trained checkpoints (HF directories).
+        finetuned_backend: backend of trained checkpoints (HF directories): ``"transformers"``, or
+            ``"llama_cpp"`` (about 2x faster on CPU; checkpoints are exported to q8_0 GGUF first).
         checkpoints: agent -> generator directory or training run directory.
         verifier: the verifier of agents without their own (Instruct, PPO, GRPO); None: their
             PT+LV/LV cells fall back to PT (recorded in the cell and footnoted in the tables).
@@ -308,6 +309,11 @@ def resolve_agent(name: str, config: BenchConfig,
                              f"(CLI: --checkpoint {name}=PATH) or set train=True (CLI: --train)")
         source = (train_fn or _train_agent)(name, config, Path(config.run_dir) / "train" / name)
     model, verifier = resolve_checkpoint(source, config.verifier)
+    if config.finetuned_backend == "llama_cpp" and not model.endswith(".gguf"):
+        # llama.cpp needs GGUF: export the checkpoint once (cached beside it), with the base's metadata
+        from agents.gguf_export import export_for_llama_cpp
+
+        model = str(export_for_llama_cpp(model, config.base_model))
     return AgentSpec(name, model, config.finetuned_backend, verifier)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+from pathlib import Path
 
 import pytest
 
@@ -147,6 +148,21 @@ def test_resolve_checkpoint_reads_training_run_directories(tmp_path):
     (ppo / "checkpoint" / "config.json").write_text("{}")
     assert resolve_checkpoint(ppo, "default") == (str(ppo / "checkpoint"), "default")
     assert resolve_checkpoint(tmp_path / "gen", None) == (str(tmp_path / "gen"), None)
+
+
+def test_llama_cpp_backend_gets_checkpoints_exported_to_gguf(tmp_path):
+    pytest.importorskip("gguf")
+    from agents.tiny import make_tiny_causal_lm
+    from baselines.bench import BenchConfig, resolve_agent
+
+    gen = make_tiny_causal_lm(tmp_path / "gen", arch="llama")
+    cfg = BenchConfig(run_dir=str(tmp_path / "b"), base_model=str(gen), finetuned_backend="llama_cpp",
+                      checkpoints={"rft": str(gen)}, progress=False)
+    spec = resolve_agent("rft", cfg)
+    assert spec.backend == "llama_cpp" and spec.model.endswith(".gguf") and Path(spec.model).is_file()
+    assert resolve_agent("rft", cfg).model == spec.model  # exported once, then reused
+    plain = resolve_agent("rft", BenchConfig(run_dir=str(tmp_path / "b"), checkpoints={"rft": str(gen)}))
+    assert plain.model == str(gen) and plain.backend == "transformers"
 
 
 def test_intervals():
