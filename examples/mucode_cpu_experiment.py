@@ -152,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
             t1 = time.perf_counter()
             res = best_of_n(policy, cfg.env_id, bcfg, verifier=verifier, problem_ids=test_ids, policy_name=name, **env_kw)
             lo, hi = wilson_interval(round(res.n_correct), res.n_problems)
+            write_text_atomic(results_dir / "trajectories" / f"{_slug(label)}.jsonl",
+                              "".join(json.dumps(t.to_row(), default=str) + "\n" for t in res.trajectories))
             write_json_atomic(results_dir / f"{_slug(label)}.json", {
                 "label": label, "generator": name, "source": path or name, "n_candidates": n,
                 "accuracy": res.accuracy, "n": res.n_problems, "correct": res.n_correct, "wilson95": [lo, hi],
