@@ -575,6 +575,7 @@ class MuCodeTrainer:
                 v = i["validation_accuracy_by_turn"]
                 ax.plot(range(1, len(v) + 1), v, "^--", label=f"iter {i['iteration']} validation BoN")
         ax.set_xlabel("turn")
+        ax.set_xticks(range(1, self.config.rollout.max_turns + 1))
         ax.set_ylabel("accuracy")
         ax.set_ylim(0, 1)
         ax.legend()
