@@ -218,6 +218,7 @@ def plot_turns(results: dict, path: Path) -> None:
     ax.set_xlabel("turn")
     ax.set_ylabel("accuracy (%, private tests of the pick)")
     ax.set_xticks([1, 2, 3])
+    ax.set_ylim(0, 100)
     ax.set_title(f"MBPP test subset (n={max((r['n'] for r in results.values()), default=0)})")
     ax.legend(fontsize=7)
     fig.tight_layout()
