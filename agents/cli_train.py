@@ -77,7 +77,10 @@ def _run_mucode(args: argparse.Namespace) -> int:
         return 0
     from agents.trainer import MuCodeTrainer
 
+    from agents.trainer import format_report
+
     report = MuCodeTrainer(cfg).train()
+    print(format_report(report))
     best = report["best"]
     print(f"µCODE done: best iteration {best['iteration']} (validation accuracy {best['validation_accuracy']}); "
           f"generator {best['generator']}, verifier {best['verifier']}; report {cfg.run_dir}/report.json")

@@ -45,7 +45,7 @@ from agents.launch import LaunchConfig, run_stage
 from agents.sft import SFTRunConfig, read_train_stats
 from agents.verifier import Verifier, VerifierConfig, build_pairs
 
-__all__ = ["RolloutSettings", "ValidationSettings", "MuCodeConfig", "MuCodeTrainer", "PolicyFactory", "share_stages"]
+__all__ = ["RolloutSettings", "ValidationSettings", "MuCodeConfig", "MuCodeTrainer", "PolicyFactory", "share_stages", "format_report"]
 
 logger = logging.getLogger(__name__)
 
@@ -304,6 +304,26 @@ def share_stages(src_run: str | os.PathLike, dst_run: str | os.PathLike, iterati
     return copied
 
 
+def format_report(report: dict[str, Any]) -> str:
+    """The run report as Markdown: per iteration, accuracy and the throughput of every stage."""
+    def num(x: Any, fmt: str) -> str:
+        return "-" if x is None else format(x, fmt)
+
+    lines = ["| iteration | rollout accuracy | expert accuracy | validation accuracy | rollout tokens/s | "
+             "verifier training tokens/s | verifier scoring programs/s | generator training tokens/s |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for it in report["iterations"]:
+        tp = it["throughput"]
+        lines.append(f"| {it['iteration']} | {num(it['rollout_accuracy'], '.1%')} | {num(it['expert_accuracy'], '.1%')} | "
+                     f"{num(it['validation_accuracy'], '.1%')} | {num(tp['rollout_tokens_per_s'], '.1f')} | "
+                     f"{num(tp['verifier_train_tokens_per_s'], '.1f')} | {num(tp['verifier_scoring_programs_per_s'], '.2f')} | "
+                     f"{num(tp['generator_train_tokens_per_s'], '.1f')} |")
+    best = report["best"]
+    lines.append(f"\nbest: iteration {best['iteration']} ({best['selected_by']}); generator {best['generator']}, "
+                 f"verifier {best['verifier']}")
+    return "\n".join(lines)
+
+
 class MuCodeTrainer:
     """Runs Algorithm 1 with per-stage artifacts; :meth:`train` is resumable.
 
@@ -539,6 +559,9 @@ class MuCodeTrainer:
         _write_json(self.run_dir / "best.json", best_rec)
         report = {"config": self.config.to_dict(), "iterations": iterations, "best": best_rec}
         _write_json(self.run_dir / "report.json", report)
+        from mucode_env.atomic import write_text_atomic
+
+        write_text_atomic(self.run_dir / "report.md", format_report(report) + "\n")
         try:
             self._plots(iterations)
         except ImportError:  # matplotlib is optional for the library

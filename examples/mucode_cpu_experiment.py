@@ -103,7 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     it_dir = run_dir / "mucode" / "iter1"
     t0 = time.perf_counter()
     if not args.no_train:
-        trainer.train()
+        from agents.trainer import format_report
+
+        print(format_report(trainer.train()), flush=True)
     elif not (it_dir / "verifier.done").is_file():
         print(f"--no-train: {it_dir / 'verifier.done'} does not exist yet; run training first", file=sys.stderr)
         return 2

@@ -93,6 +93,11 @@ def test_two_iterations_end_to_end_and_resume(setup, tmp_path):
                                       "generator_train_tokens_per_s", "verifier_scoring_programs_per_s"}
     assert report["best"]["iteration"] in (1, 2)
     assert (run / "report.json").is_file() and (run / "report_accuracy.png").is_file() and (run / "report_turns.png").is_file()
+    md = (run / "report.md").read_text().splitlines()
+    assert "rollout tokens/s" in md[0] and "verifier scoring programs/s" in md[0]
+    rows = [line.split("|")[1:-1] for line in md[2:4]]
+    assert [r[0].strip() for r in rows] == ["1", "2"] and rows[0][2].strip() == "100.0%"  # expert accuracy
+    assert all(c.strip() != "-" for c in rows[0][4:])  # every stage of a finished iteration has a throughput
 
     # crash after iteration 1's verifier: stages with markers are skipped, the rest rerun
     for stage in ("relabel", "generator", "validation"):
