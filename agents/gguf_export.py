@@ -24,11 +24,13 @@ PosixPath('runs/mucode/iter1/generator/model-q8_0.gguf')
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -396,6 +398,26 @@ def _tensor_data(weights: _HFWeights, gguf_name: str, hf_name: str, arch: str, c
 # ----------------------------------------------------------------------------- export
 
 
+@contextlib.contextmanager
+def gguf_writer(out: Path, arch: str) -> Iterator[Any]:
+    """A ``gguf.GGUFWriter`` on a temporary sibling of ``out``, renamed over it when the block
+    succeeds and removed when it raises: a GGUF file is either whole or absent."""
+    import gguf
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        writer = gguf.GGUFWriter(str(tmp), arch)
+        yield writer
+        writer.close()
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def export_gguf(
     hf_model_dir: str | os.PathLike,
     out_path: str | os.PathLike,
@@ -465,12 +487,7 @@ def _export(hf_model_dir, out_path, template_gguf=None, dtype="f16", *, permute:
            ("general.quantization_version", gguf.GGML_QUANT_VERSION, T.UINT32, None)]
 
     plan = _plan(weights, cfg, want_output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        writer = gguf.GGUFWriter(str(tmp), arch)
+    with gguf_writer(out, arch) as writer:
         for key, value, vtype, sub in kv:
             writer.add_key_value(key, value, vtype, sub_type=sub)
         infos = []
@@ -491,11 +508,6 @@ def _export(hf_model_dir, out_path, template_gguf=None, dtype="f16", *, permute:
             if data.nbytes != nbytes:  # pragma: no cover - a bug in the size plan
                 raise AssertionError(f"{gguf_name}: {data.nbytes} bytes, planned {nbytes}")
             writer.write_tensor_data(data)
-        writer.close()
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return out
 
 

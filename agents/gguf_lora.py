@@ -19,12 +19,19 @@ import json
 import math
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from agents.gguf_export import _LAYER, _LAYER_NAMES, SUPPORTED_ARCHS, _heads, _read_config, llama_permute
+from agents.gguf_export import (
+    _LAYER,
+    _LAYER_NAMES,
+    SUPPORTED_ARCHS,
+    _heads,
+    _read_config,
+    gguf_writer,
+    llama_permute,
+)
 
 __all__ = ["export_lora_gguf"]
 
@@ -49,7 +56,6 @@ def export_lora_gguf(adapter_dir: str | os.PathLike, out_path: str | os.PathLike
             GGUF name (embeddings, the head).
         ValueError: a bad dtype or an adapter without A/B pairs.
     """
-    import gguf
     from safetensors.numpy import load_file
 
     if dtype not in ("f32", "f16"):
@@ -97,13 +103,8 @@ def export_lora_gguf(adapter_dir: str | os.PathLike, out_path: str | os.PathLike
         plan.append((name, a, b))
 
     out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
     np_type = np.float32 if dtype == "f32" else np.float16
-    try:
-        writer = gguf.GGUFWriter(str(tmp), arch)
+    with gguf_writer(out, arch) as writer:
         writer.add_string("general.type", "adapter")
         writer.add_string("adapter.type", "lora")
         writer.add_float32("adapter.lora.alpha", alpha)
@@ -113,11 +114,6 @@ def export_lora_gguf(adapter_dir: str | os.PathLike, out_path: str | os.PathLike
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
-        writer.close()
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return out
 
 
