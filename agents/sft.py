@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import shutil
 import time
@@ -47,9 +46,9 @@ _DTYPES = ("float32", "bfloat16", "float16", "auto")
 class SFTRunConfig:
     """How to fine-tune the generator (Table 6 of the paper gives the GPU values).
 
-    ``batch_size`` is the effective batch (examples per optimizer step); it is reached with
-    micro-batches of ``per_device_batch_size`` and gradient accumulation
-    (``grad_accum = ceil(batch_size / per_device_batch_size)`` unless ``grad_accum`` is set).
+    ``batch_size`` is the effective batch (examples per optimizer step, over all processes); it
+    is reached with micro-batches of ``per_device_batch_size`` and gradient accumulation
+    (``ceil(batch_size / (per_device_batch_size * world size))`` unless ``grad_accum`` is set).
     """
 
     learning_rate: float = 5e-7
@@ -93,9 +92,8 @@ class SFTRunConfig:
 
     @property
     def gradient_accumulation_steps(self) -> int:
-        if self.grad_accum is not None:
-            return self.grad_accum
-        return max(1, math.ceil(self.batch_size / self.per_device_batch_size))
+        """Steps that make ``batch_size`` the examples per optimizer step over all processes."""
+        return accumulation_steps(self.batch_size, self.per_device_batch_size, self.grad_accum)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SFTRunConfig":
@@ -238,8 +236,7 @@ def common_training_args(config: Any, output_dir: Path, dtype: Any) -> dict[str,
         learning_rate=config.learning_rate,
         num_train_epochs=config.epochs,
         per_device_train_batch_size=config.per_device_batch_size,
-        gradient_accumulation_steps=accumulation_steps(config.batch_size, config.per_device_batch_size,
-                                                       getattr(config, "grad_accum", None)),
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
         seed=config.seed,
         data_seed=config.seed,
         weight_decay=config.weight_decay,

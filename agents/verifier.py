@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import random
 import time
@@ -45,7 +44,7 @@ from agents.sft import (
     torch_dtype_of,
     write_train_stats,
 )
-from agents.distributed import is_main_process, rank_output_dir, save_trained_model, world_size
+from agents.distributed import accumulation_steps, is_main_process, rank_output_dir, save_trained_model, world_size
 
 __all__ = [
     "VerifierConfig",
@@ -106,7 +105,8 @@ class VerifierConfig:
 
     @property
     def gradient_accumulation_steps(self) -> int:
-        return max(1, math.ceil(self.batch_size / self.per_device_batch_size))
+        """Steps that make ``batch_size`` the pairs/labels per optimizer step over all processes."""
+        return accumulation_steps(self.batch_size, self.per_device_batch_size)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "VerifierConfig":
