@@ -185,7 +185,8 @@ def judge_call(tests: Sequence[TestCase], run: dict, memory_mb: int, fsize_mb: i
     run_level = _run_level(run, memory_mb, fsize_mb, deadline_s)
     output = sanitize_output(run.get("output", ""))
     common = dict(output=output, output_truncated=bool(run.get("output_truncated")),
-                  wall_ms=float(run.get("wall_ms", 0.0)), cpu_ms=float(run.get("cpu_ms", 0.0)))
+                  wall_ms=float(run.get("wall_ms", 0.0)), cpu_ms=float(run.get("cpu_ms", 0.0)),
+                  run_delay_ms=_run_delay([run]))
     load = records.get(-1)
     if load is not None and not load["ok"]:
         failure = _failure_from_record(load)
@@ -246,7 +247,15 @@ def judge_stdio(tests: Sequence[TestCase], runs: Sequence[dict], memory_mb: int,
     for _ in range(len(tests) - len(runs)):
         outcomes.append(TestOutcome(Status.NOT_RUN, message="not run"))
     return _summarise(tuple(outcomes), None, output="\n".join(outputs)[-4000:], output_truncated=False,
-                      wall_ms=wall, cpu_ms=cpu)
+                      wall_ms=wall, cpu_ms=cpu, run_delay_ms=_run_delay(runs))
+
+
+def _run_delay(runs: Sequence[dict]) -> float | None:
+    """Total run-queue wait of the runs, or None when any run lacks it (kernel without schedstat)."""
+    delays = [run.get("run_delay_ms") for run in runs]
+    if not delays or any(not isinstance(d, (int, float)) or d < 0 for d in delays):
+        return None
+    return float(sum(delays))
 
 
 def _summarise(outcomes: tuple[TestOutcome, ...], run_level: tuple[Status, str] | None, **common) -> ExecResult:

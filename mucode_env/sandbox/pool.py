@@ -37,6 +37,17 @@ DEFAULT_PRELOAD = ("numpy",)
 MAX_MESSAGE_BYTES = 256 << 20
 
 
+def starved(result: ExecResult) -> bool:
+    """Whether ``result``'s child was kept from running by load rather than by itself.
+
+    With the kernel's run-queue wait (``run_delay_ms``): waiting at least half the wall time.
+    Without it: getting under half a CPU, which cannot tell a sleeping program from a starved
+    one (such a program is then retried once too)."""
+    if result.run_delay_ms is not None:
+        return result.run_delay_ms >= 0.5 * result.wall_ms
+    return result.cpu_ms < 0.5 * result.wall_ms
+
+
 @dataclass(frozen=True)
 class SandboxConfig:
     """How the pool is built.
@@ -49,8 +60,9 @@ class SandboxConfig:
         tmpfs_mb: size of each jail's private /tmp.
         cache_size: results kept for identical (code, tests, limits); 0 disables the cache.
         max_executions_per_worker: recycle a worker after this many executions.
-        retry_starved_timeouts: re-run once a TIMEOUT whose child got under half a CPU (the
-            machine was oversubscribed), so load does not turn into false negatives.
+        retry_starved_timeouts: re-run once a TIMEOUT whose child waited for a CPU for at least
+            half its wall time (the machine was oversubscribed; see :func:`starved`), so load
+            does not turn into false negatives. A program that sleeps is not retried.
         default_limits: limits for jobs that do not bring their own.
     """
 
@@ -441,8 +453,8 @@ class Sandbox:
                 result = judge_stdio(job.tests, runs, limits.memory_mb, limits.fsize_mb, deadline)
             else:
                 result = judge_call(job.tests, runs[0] if runs else {}, limits.memory_mb, limits.fsize_mb, deadline)
-            starved = result.cpu_ms < 0.5 * result.wall_ms
-            if (attempt == 0 and result.status is Status.TIMEOUT and self.config.retry_starved_timeouts and starved):
+            if (attempt == 0 and result.status is Status.TIMEOUT and self.config.retry_starved_timeouts
+                    and starved(result)):
                 self.stats["retries"] += 1
                 continue
             return result

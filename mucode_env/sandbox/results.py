@@ -61,6 +61,7 @@ class ExecResult:
         output_truncated: whether ``output`` lost its middle.
         message: a run-level reason ("Timed out after 2.0 s", "Memory limit (1024 MB) exceeded").
         wall_ms / cpu_ms: the child's wall-clock and CPU time.
+        run_delay_ms: time the child waited for a CPU while runnable (None: not reported).
         cache_hit: served from the result cache.
     """
 
@@ -71,6 +72,7 @@ class ExecResult:
     message: str = ""
     wall_ms: float = field(default=0.0, compare=False)  # equal results = same verdict and output
     cpu_ms: float = field(default=0.0, compare=False)
+    run_delay_ms: float | None = field(default=None, compare=False)
     cache_hit: bool = field(default=False, compare=False)
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 

@@ -50,6 +50,19 @@ USER_FILES = ("solution.py", "test_setup.py", "<test>")
 _DICT_LIKE = (collections.Counter, collections.OrderedDict, collections.defaultdict)
 
 
+
+def _run_delay_ms(pid):
+    """Time the child's main thread spent runnable but waiting for a CPU, from
+    /proc/<pid>/schedstat (second field, ns); None where the kernel does not report it.
+
+    The host tells a load-starved timeout (long run-queue wait) from a program that sleeps
+    (no wait) with it, and retries only the first."""
+    try:
+        with open(f"/proc/{pid}/schedstat") as f:
+            return int(f.read().split()[1]) / 1e6
+    except (OSError, ValueError, IndexError):
+        return None
+
 class _Alarm(BaseException):
     """Raised by SIGALRM in the child: the current test ran past its time budget.
 
@@ -526,6 +539,7 @@ class Zygote:
                     status = st
                     break
                 time.sleep(min(0.005, remaining))
+        run_delay_ms = _run_delay_ms(pid)  # before the reap (a zombie still has its schedstat)
         if status is None:
             if timed_out:
                 try:
@@ -566,6 +580,7 @@ class Zygote:
             "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
             "wall_ms": wall_ms,
             "cpu_ms": cpu_ms,
+            "run_delay_ms": run_delay_ms,
         }
         if keep_stdout:
             reply["stdout"] = stdout_full

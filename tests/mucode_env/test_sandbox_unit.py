@@ -350,7 +350,7 @@ def test_cache_can_be_disabled():
 
 
 @linux_only
-def test_starved_timeouts_are_retried_once_and_busy_ones_are_not(process_sb, monkeypatch):
+def test_starved_timeouts_are_retried_once_and_busy_or_sleeping_ones_are_not(process_sb, monkeypatch):
     from mucode_env.sandbox import pool
 
     attempts: list[ExecResult] = []
@@ -364,14 +364,35 @@ def test_starved_timeouts_are_retried_once_and_busy_ones_are_not(process_sb, mon
     limits = SandboxLimits(per_test_s=0.3, total_s=0.9)
     sleeper = process_sb.run("import time\ndef f():\n    time.sleep(5)\n", [T("f()", "1")], limits=limits)
     assert sleeper.status is Status.TIMEOUT
-    assert len(attempts) == 2  # a sleeping child uses no CPU: always "starved", retried exactly once
+    # the kernel's run-queue wait tells a sleeping program (no wait) from a starved one
+    assert sleeper.run_delay_ms is not None and sleeper.run_delay_ms < 0.5 * sleeper.wall_ms
+    assert len(attempts) == 1  # sleeping is the program's own doing: the timeout is final
     for code in ("def f():\n    while True:\n        pass\n", "def f():\n    return 1\n"):
         attempts.clear()
         process_sb.run(code, [T("f()", "2")], limits=limits)
         first = attempts[0]
-        starved_timeout = first.status is Status.TIMEOUT and first.cpu_ms < 0.5 * first.wall_ms
+        assert first.run_delay_ms is not None and 0 <= first.run_delay_ms <= first.wall_ms + 1
         # a busy timeout is final; only a load-starved one (possible on a shared machine) is retried
-        assert len(attempts) == (2 if starved_timeout else 1)
+        assert len(attempts) == (2 if first.status is Status.TIMEOUT and pool.starved(first) else 1)
+
+
+def test_starved_reads_the_run_queue_wait_and_falls_back_to_cpu_share():
+    from mucode_env.sandbox.pool import starved
+
+    def r(cpu, wall, delay):
+        return ExecResult(Status.TIMEOUT, wall_ms=wall, cpu_ms=cpu, run_delay_ms=delay)
+
+    assert not starved(r(cpu=0, wall=1000, delay=1))  # slept: not the machine's fault
+    assert starved(r(cpu=300, wall=1000, delay=700))  # wanted a CPU 70% of the time
+    assert not starved(r(cpu=990, wall=1000, delay=5))  # ran flat out: a real timeout
+    assert starved(r(cpu=100, wall=1000, delay=None))  # no schedstat: the CPU-share rule
+    assert not starved(r(cpu=900, wall=1000, delay=None))
+
+
+@linux_only
+def test_bwrap_jail_reports_the_run_queue_wait(sandbox):
+    result = sandbox.run("def f():\n    return sum(range(10**6))\n", [T("f()", str(sum(range(10**6))))])
+    assert result.passed and result.run_delay_ms is not None and result.run_delay_ms >= 0
 
 
 @linux_only
