@@ -103,9 +103,6 @@ class SFTRunConfig:
 # ----------------------------------------------------------------------------- helpers
 
 
-
-
-
 def resolve_base_model(name_or_path: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None) -> str:
     """Map a model argument to a Hugging Face checkpoint directory that loads offline.
 

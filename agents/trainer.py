@@ -38,12 +38,13 @@ from typing import Any
 
 from agents.bon import BoNConfig, best_of_n, derive_seed
 from agents.expert import ExpertConfig, select_experts
+from agents.launch import LaunchConfig, run_stage
 from agents.policy import Policy
 from agents.records import Trajectory
 from agents.relabel import relabel
-from agents.launch import LaunchConfig, run_stage
 from agents.sft import SFTRunConfig, read_train_stats
 from agents.verifier import Verifier, VerifierConfig, build_pairs
+from mucode_env.atomic import write_json_atomic, write_text_atomic
 
 __all__ = ["RolloutSettings", "ValidationSettings", "MuCodeConfig", "MuCodeTrainer", "PolicyFactory", "share_stages", "format_report"]
 
@@ -231,13 +232,6 @@ class MuCodeConfig:
 # ----------------------------------------------------------------------------- IO helpers
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
-
-
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -344,7 +338,7 @@ class MuCodeTrainer:
         return json.loads(f.read_text()) if f.is_file() else None
 
     def _mark(self, it_dir: Path, stage: str, stats: dict[str, Any]) -> dict[str, Any]:
-        _write_json(it_dir / f"{stage}.done", stats)
+        write_json_atomic(it_dir / f"{stage}.done", stats, default=str)
         return stats
 
     def _env_kwargs(self) -> dict[str, Any]:
@@ -491,7 +485,7 @@ class MuCodeTrainer:
             verifier=verifier, problem_ids=problem_ids, split=vs.split, **env_kw,
         )
         out = {"stage": "validation", "iteration": it, **res.to_dict()}
-        _write_json(it_dir / "validation.json", out)
+        write_json_atomic(it_dir / "validation.json", out, default=str)
         return self._mark(it_dir, "validation", out)
 
     # -- main loop -----------------------------------------------------------------------------
@@ -504,7 +498,7 @@ class MuCodeTrainer:
             old = json.loads(cfg_file.read_text())
             if old != json.loads(json.dumps(cfg.to_dict(), default=str)):
                 logger.warning("run_dir %s holds a different config; finished stages are reused as they are", self.run_dir)
-        _write_json(cfg_file, cfg.to_dict())
+        write_json_atomic(cfg_file, cfg.to_dict(), default=str)
 
         aggregated: list[Trajectory] = []
         iterations = []
@@ -556,11 +550,9 @@ class MuCodeTrainer:
         best_rec = {"iteration": best["iteration"], "generator": best["generator"], "verifier": best["verifier"],
                     "validation_accuracy": best["validation_accuracy"],
                     "selected_by": "validation BoN accuracy" if scored else "last iteration (validation disabled)"}
-        _write_json(self.run_dir / "best.json", best_rec)
+        write_json_atomic(self.run_dir / "best.json", best_rec, default=str)
         report = {"config": self.config.to_dict(), "iterations": iterations, "best": best_rec}
-        _write_json(self.run_dir / "report.json", report)
-        from mucode_env.atomic import write_text_atomic
-
+        write_json_atomic(self.run_dir / "report.json", report, default=str)
         write_text_atomic(self.run_dir / "report.md", format_report(report) + "\n")
         try:
             self._plots(iterations)

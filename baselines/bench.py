@@ -247,9 +247,6 @@ def cell_path(run_dir: str | os.PathLike, key: CellKey) -> Path:
     return Path(run_dir) / RESULTS_DIR / key.env_id / f"{key.slug}.json"
 
 
-
-
-
 # ----------------------------------------------------------------------------- agents
 
 

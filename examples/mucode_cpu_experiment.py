@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         ValidationSettings,
     )
     from agents.verifier import Verifier
+    from baselines.bench import resolve_checkpoint
     from mucode_env.atomic import write_json_atomic, write_text_atomic
     from mucode_env.datasets import load_problems
     from mucode_env.metrics import wilson_interval
@@ -129,14 +130,10 @@ def main(argv: list[str] | None = None) -> int:
                                **cfg.backend_kwargs.get(cfg.finetuned_backend, {}))
         if path is None:
             raise SystemExit(f"--eval {name}: give NAME=PATH for generators other than base and mucode")
-        src = Path(path)
-        if (src / "best.json").is_file():  # a µCODE/RFT run directory
-            src = Path(json.loads((src / "best.json").read_text())["generator"])
-        elif (src / "checkpoint" / "config.json").is_file():  # a PPO/GRPO run directory
-            src = src / "checkpoint"
-        if src.suffix != ".gguf":
-            src = export_for_llama_cpp(src, cfg.generator, dtype=cfg.finetuned_gguf_dtype)
-        return make_policy("llama_cpp", str(src), **llama_kw)
+        src, _ = resolve_checkpoint(path, None)  # a µCODE/RFT/PPO run directory or a generator
+        if not src.endswith(".gguf"):
+            src = str(export_for_llama_cpp(src, cfg.generator, dtype=cfg.finetuned_gguf_dtype))
+        return make_policy("llama_cpp", src, **llama_kw)
 
     results_dir = run_dir / "results"
     bon_for = {x.strip() for x in args.bon_for.split(",") if x.strip()}
