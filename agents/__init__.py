@@ -1,10 +1,16 @@
 """Agents that act and learn in the MuCode environments.
 
+Generic machinery at the top level, one concern per module or subpackage:
+
 - policies and backends: :class:`Policy`, :func:`make_policy` (llama.cpp, transformers,
-  OpenAI-compatible HTTP, SGLang), the embedded model registry (:func:`resolve_model`);
-- rollouts and evaluation: :class:`RolloutConfig`, :func:`run_rollouts`, :func:`evaluate`;
-- µCODE (Algorithm 1): :class:`Verifier`, :func:`select_experts`, :func:`relabel`,
-  :func:`finetune`, :class:`MuCodeTrainer`; multi-turn Best-of-N (Algorithm 2): :func:`best_of_n`.
+  OpenAI-compatible HTTP, SGLang); models (:mod:`agents.models`: the embedded registry,
+  GGUF conversion);
+- the episode engine (:func:`play_episodes`) and what runs on it: rollouts
+  (:class:`RolloutConfig`, :func:`run_rollouts`), evaluation (:func:`evaluate`) and multi-turn
+  Best-of-N (Algorithm 2, :func:`best_of_n`);
+- training utilities (:mod:`agents.training`: :func:`finetune`, launching stages as jobs);
+- µCODE (Algorithm 1) in :mod:`agents.mucode`: :class:`Verifier`, :func:`select_experts`,
+  :func:`relabel`, :class:`MuCodeTrainer`.
 
 Names are imported on first use, so ``import agents`` stays light (no torch until needed).
 
@@ -21,15 +27,19 @@ from typing import Any
 _EXPORTS = {
     "Policy": "agents.policy", "SamplingParams": "agents.policy", "Generation": "agents.policy",
     "Trajectory": "agents.records", "TurnRecord": "agents.records",
-    "make_policy": "agents.backends", "resolve_model": "agents.models",
+    "make_policy": "agents.backends", "resolve_model": "agents.models", "hf_checkpoint": "agents.models.convert",
+    "EpisodeSpec": "agents.episodes", "EpisodeStats": "agents.episodes", "play_episodes": "agents.episodes",
+    "derive_seed": "agents.episodes",
     "RolloutConfig": "agents.rollout", "run_rollouts": "agents.rollout", "collect_rollouts": "agents.rollout",
     "load_trajectories": "agents.rollout", "evaluate": "agents.evaluate", "EvalReport": "agents.evaluate",
-    "VerifierConfig": "agents.verifier", "Verifier": "agents.verifier", "train_verifier": "agents.verifier",
-    "ExpertConfig": "agents.expert", "select_experts": "agents.expert", "relabel": "agents.relabel",
-    "SFTRunConfig": "agents.sft", "finetune": "agents.sft",
-    "MuCodeConfig": "agents.trainer", "MuCodeTrainer": "agents.trainer", "share_stages": "agents.trainer",
     "BoNConfig": "agents.bon", "best_of_n": "agents.bon",
-    "export_gguf": "agents.gguf_export", "export_for_llama_cpp": "agents.gguf_export",
+    "SFTRunConfig": "agents.training.sft", "finetune": "agents.training.sft",
+    "VerifierConfig": "agents.mucode.verifier", "Verifier": "agents.mucode.verifier",
+    "train_verifier": "agents.mucode.verifier", "ExpertConfig": "agents.mucode.expert",
+    "select_experts": "agents.mucode.expert", "relabel": "agents.mucode.relabel",
+    "MuCodeConfig": "agents.mucode.config", "MuCodeTrainer": "agents.mucode.trainer",
+    "share_stages": "agents.mucode.run_dir",
+    "export_gguf": "agents.models.gguf_export", "export_for_llama_cpp": "agents.models.gguf_export",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,4 +1,4 @@
-"""Multi-turn Best-of-N inference (µCODE Algorithm 2), and the episode engine it runs on.
+"""Multi-turn Best-of-N inference (µCODE Algorithm 2).
 
 At each turn every active episode samples N candidates, runs each on the PUBLIC tests (one
 sandbox batch for all episodes), and a selector picks one:
@@ -10,7 +10,7 @@ sandbox batch for all episodes), and a selector picks one:
 
 The pick is executed in the environment (public + private, via ``mucode_env.step_batch``): the
 episode stops when it passes the public tests or at t = T, else the pick and its feedback are
-appended to the chat. The score of an episode is the oracle (private tests) of its final pick.
+appended to the chat. Episodes run on the shared engine (:mod:`agents.episodes`), in lock-step. The score of an episode is the oracle (private tests) of its final pick.
 N = 1 uses greedy decoding, as in the paper. ``repeats`` runs independent searches per problem
 and averages them (the reference code uses 10). Private results never reach the prompts.
 
@@ -20,27 +20,19 @@ and averages them (the reference code uses 10). Private results never reach the 
 
 from __future__ import annotations
 
-import hashlib
 import random
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from agents.evaluate import per_turn_accuracy
+from agents.episodes import Candidates, EpisodeSpec, EpisodeStats, derive_seed, play_episodes
 from agents.policy import Policy, SamplingParams
-from agents.records import Trajectory, TurnRecord
+from agents.records import Trajectory
+from mucode_env.metrics import accuracy_by_turn
 
-__all__ = ["SELECTORS", "BoNConfig", "BoNResult", "best_of_n", "run_episodes", "make_envs", "derive_seed"]
+__all__ = ["SELECTORS", "BoNConfig", "BoNResult", "best_of_n", "pick"]
 
 SELECTORS = ("pt+lv", "pt", "lv", "random")
-ScoreFn = Callable[[Sequence[str], Sequence[str]], list[float]]
-
-
-def derive_seed(*parts: Any) -> int:
-    """A 31-bit seed derived from ``parts`` (stable across runs and platforms)."""
-    digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=4).digest()
-    return int.from_bytes(digest, "little") & 0x7FFFFFFF
 
 
 @dataclass(frozen=True)
@@ -119,27 +111,9 @@ class BoNResult:
         }
 
 
-def make_envs(env_id: str, problem_ids: Sequence[str] | None, copies: int, *, sandbox=None, **env_kwargs):
-    """``copies`` environments per problem (one per episode), sharing one sandbox.
-
-    Problems are loaded once; each env gets its single problem through ``problems=``.
-    """
-    import gymnasium as gym
-
-    import mucode_env
-
-    sb = sandbox if sandbox is not None else mucode_env.shared_sandbox()
-    probe = gym.make(env_id, problem_ids=tuple(problem_ids) if problem_ids is not None else None, **env_kwargs)
-    problems = list(probe.unwrapped.problems)
-    probe.close()
-    envs = []
-    for p in problems:
-        for _ in range(copies):
-            envs.append(gym.make(env_id, problems=[p], sandbox=sb, **env_kwargs))
-    return envs, problems
-
-
-def _pick(selector: str, passed: list[bool], scores: list[float] | None, rng: random.Random) -> int:
+def pick(selector: str, candidates: Candidates, rng: random.Random) -> int:
+    """The candidate ``selector`` chooses (ties: the lowest index; PT and random draw from ``rng``)."""
+    passed, scores = candidates.public_passed, candidates.scores
     n = len(passed)
     if selector == "random":
         return rng.randrange(n)
@@ -151,132 +125,6 @@ def _pick(selector: str, passed: list[bool], scores: list[float] | None, rng: ra
         return pool[rng.randrange(len(pool))]
     best = max(scores[i] for i in pool)  # type: ignore[index]
     return min(i for i in pool if scores[i] == best)  # type: ignore[index]
-
-
-def run_episodes(
-    policy: Policy,
-    envs: Sequence[Any],
-    *,
-    n: int,
-    selector: str,
-    sampling: Callable[[int], SamplingParams],
-    score_fn: ScoreFn | None = None,
-    seed: int = 0,
-    reset_seeds: Sequence[int] | None = None,
-    env_id: str = "",
-    policy_name: str = "",
-    progress: bool = False,
-    stats: dict[str, float] | None = None,
-    sandbox=None,
-) -> list[Trajectory]:
-    """Run one multi-turn episode per env; at each turn choose among ``n`` candidates.
-
-    With ``n == 1`` this is plain multi-turn sampling (the rollouts of Algorithm 1). The
-    episodes advance in lock-step: one ``policy.generate`` call and one sandbox batch per turn.
-
-    Returns:
-        One :class:`Trajectory` per env (in env order) holding the executed picks.
-    """
-    import mucode_env
-    from mucode_env import extract_code, step_batch, to_messages
-
-    stats = stats if stats is not None else {}
-    if n > 1 and selector in ("pt+lv", "lv") and score_fn is None:
-        raise ValueError(f"selector {selector!r} needs a verifier: pass score_fn (Verifier.score)")
-    obs_list, prompts = [], []
-    for i, env in enumerate(envs):
-        obs, _ = env.reset(seed=reset_seeds[i] if reset_seeds is not None else derive_seed(seed, "reset", i))
-        obs_list.append(obs)
-        prompts.append(obs["prompt"])
-    trajs = [
-        Trajectory(problem_id=o["problem_id"], env_id=env_id, prompt=o["prompt"], turns=[], sample_index=i, seed=seed,
-                   sampling={}, policy_name=policy_name)
-        for i, o in enumerate(obs_list)
-    ]
-    active = list(range(len(envs)))
-    sb = None
-    t = 0
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(envs), desc=f"episodes (N={n}, {selector})", leave=False)
-    while active:
-        params = sampling(derive_seed(seed, "turn", t))
-        params = SamplingParams(**{**asdict(params), "n": n})
-        chats = [to_messages(obs_list[i]) for i in active]
-        t0 = time.perf_counter()
-        gens = policy.generate(chats, params)
-        stats["generate_s"] = stats.get("generate_s", 0.0) + time.perf_counter() - t0
-        stats["completion_tokens"] = stats.get("completion_tokens", 0) + sum(g.completion_tokens for gs in gens for g in gs)
-        stats["candidates"] = stats.get("candidates", 0) + sum(len(gs) for gs in gens)
-        picks: list[int] = []
-        if n > 1:
-            if sb is None:
-                sb = sandbox or getattr(envs[active[0]].unwrapped, "sandbox", None) or mucode_env.shared_sandbox()
-            jobs, owners = [], []
-            codes = [[extract_code(g.text) for g in gs] for gs in gens]
-            for k, i in enumerate(active):
-                problem = envs[i].unwrapped.problem
-                for j, code in enumerate(codes[k]):
-                    if code.strip():
-                        jobs.append(sb.problem_job(problem, code, "public"))
-                        owners.append((k, j))
-            t0 = time.perf_counter()
-            results = sb.execute(jobs) if jobs else []
-            stats["exec_s"] = stats.get("exec_s", 0.0) + time.perf_counter() - t0
-            passed = [[False] * len(gs) for gs in gens]
-            for (k, j), r in zip(owners, results):
-                passed[k][j] = bool(r.passed)
-            scores: list[list[float]] | None = None
-            if selector in ("pt+lv", "lv"):
-                flat_p = [prompts[i] for k, i in enumerate(active) for _ in gens[k]]
-                flat_r = [g.text for gs in gens for g in gs]
-                t0 = time.perf_counter()
-                flat_s = score_fn(flat_p, flat_r)  # type: ignore[misc]
-                stats["verifier_s"] = stats.get("verifier_s", 0.0) + time.perf_counter() - t0
-                stats["verifier_programs"] = stats.get("verifier_programs", 0) + len(flat_r)
-                scores, c = [], 0
-                for gs in gens:
-                    scores.append(list(flat_s[c : c + len(gs)]))
-                    c += len(gs)
-            for k, i in enumerate(active):
-                rng = random.Random(derive_seed(seed, "pick", i, t))
-                picks.append(_pick(selector, passed[k], scores[k] if scores else None, rng))
-        else:
-            picks = [0] * len(active)
-        actions = [gens[k][picks[k]].text for k in range(len(active))]
-        t0 = time.perf_counter()
-        steps = step_batch([envs[i] for i in active], actions)
-        stats["exec_s"] = stats.get("exec_s", 0.0) + time.perf_counter() - t0
-        still = []
-        for k, (i, (obs, _reward, term, trunc, info)) in enumerate(zip(active, steps)):
-            g = gens[k][picks[k]]
-            trajs[i].turns.append(
-                TurnRecord(
-                    response=actions[k],
-                    code=info["code"],
-                    feedback=info["feedback"],
-                    public_passed=bool(info["public_passed"]),
-                    private_passed=bool(info["private_passed"]),
-                    status=str(info["status"]),
-                    prompt_tokens=int(g.prompt_tokens),
-                    completion_tokens=int(g.completion_tokens),
-                )
-            )
-            obs_list[i] = obs
-            if term or trunc:
-                if bar is not None:
-                    bar.update(1)
-            else:
-                still.append(i)
-        active = still
-        t += 1
-    if bar is not None:
-        bar.close()
-    for tr in trajs:
-        tr.sampling = asdict(sampling(seed))
-    return trajs
 
 
 def best_of_n(
@@ -296,44 +144,50 @@ def best_of_n(
         policy: the generator.
         env_id: a MuCode environment id (``"MuCode-MBPP-v0"``).
         config: N, selector, T, sampling, repeats.
-        verifier: an object with ``score(prompts, responses)`` (a :class:`agents.verifier.Verifier`)
+        verifier: an object with ``score(prompts, responses)`` (a :class:`agents.mucode.verifier.Verifier`)
             or a plain callable; needed by ``"pt+lv"``/``"lv"`` when N > 1.
         problem_ids: restrict to these problems.
+        sandbox: the sandbox the environments share (default: the process-wide one).
         env_kwargs: more ``gym.make`` kwargs (``split``, ``data_dir``, ``termination``...).
 
     Returns:
         A :class:`BoNResult`; its trajectories hold the picks, repeat-major.
     """
+    import gymnasium as gym
+
+    from mucode_env import env_problems
+
     score_fn = None
     if verifier is not None:
         score_fn = verifier.score if hasattr(verifier, "score") else verifier
     if config.needs_verifier and score_fn is None:
         raise ValueError(f"selector {config.selector!r} with N={config.n} needs a verifier")
-    env_kwargs = {"max_turns": config.max_turns, **env_kwargs}
-    envs, problems = make_envs(env_id, problem_ids, 1, sandbox=sandbox, **env_kwargs)
+    problems = env_problems(env_id, split=env_kwargs.get("split"), problem_ids=problem_ids,
+                            data_dir=env_kwargs.get("data_dir"))
+    env_kwargs = {"max_turns": config.max_turns, **env_kwargs, "problems": problems}
+    if sandbox is not None:
+        env_kwargs["sandbox"] = sandbox
+    specs = [EpisodeSpec(p.id) for p in problems]
+    stats = EpisodeStats()
     all_trajs: list[Trajectory] = []
-    stats: dict[str, float] = {}
-    t0 = time.perf_counter()
-    try:
-        for r in range(config.repeats):
-            rseed = derive_seed(config.seed, "repeat", r)
-            trajs = run_episodes(
-                policy, envs, n=config.n, selector=config.selector, sampling=config.sampling, score_fn=score_fn,
-                seed=rseed, env_id=env_id, policy_name=policy_name, progress=config.progress, stats=stats,
-                sandbox=sandbox,
-            )
-            for tr in trajs:
-                tr.seed = rseed
-                tr.sample_index = r
-            all_trajs.extend(trajs)
-    finally:
-        for env in envs:
-            env.close()
-    stats["wall_s"] = time.perf_counter() - t0
-    if stats.get("generate_s"):
-        stats["rollout_tokens_per_s"] = stats.get("completion_tokens", 0) / stats["generate_s"]
-    if stats.get("verifier_s"):
-        stats["verifier_programs_per_s"] = stats.get("verifier_programs", 0) / stats["verifier_s"]
+    for r in range(config.repeats):
+        rseed = derive_seed(config.seed, "repeat", r)
+
+        def select(c: Candidates, rseed: int = rseed) -> int:
+            return pick(config.selector, c, random.Random(derive_seed(rseed, "pick", c.episode, c.turn)))
+
+        trajs = play_episodes(
+            policy, lambda: gym.make(env_id, disable_env_checker=True, **env_kwargs), specs,
+            sampling=lambda t, rseed=rseed: config.sampling(derive_seed(rseed, "turn", t)), n=config.n,
+            select=select if config.n > 1 else None,
+            score_fn=score_fn if config.n > 1 and config.selector in ("pt+lv", "lv") else None,
+            stats=stats, env_id=env_id, seed=rseed, sampling_record=asdict(config.sampling(rseed)),
+            policy_name=policy_name, progress=config.progress,
+            progress_desc=f"episodes (N={config.n}, {config.selector})",
+        )
+        for tr in trajs:
+            tr.sample_index = r
+        all_trajs.extend(trajs)
     per_problem: dict[str, float] = {}
     counts: dict[str, int] = {}
     for tr in all_trajs:
@@ -343,20 +197,8 @@ def best_of_n(
     return BoNResult(
         trajectories=all_trajs,
         per_problem=per_problem,
-        accuracy_by_turn=accuracy_by_turn(all_trajs, config.max_turns),
+        accuracy_by_turn=accuracy_by_turn([[u.reward for u in tr.turns] for tr in all_trajs], config.max_turns,
+                                          problem_ids=[tr.problem_id for tr in all_trajs]),
         config=asdict(config),
-        stats=stats,
+        stats=stats.to_dict(),
     )
-
-
-def accuracy_by_turn(trajectories: Sequence[Trajectory], max_turns: int) -> list[float]:
-    """Accuracy had every episode stopped after turn t (t = 1..max_turns), averaged per problem
-    first (independent repeats of a problem count once)."""
-    per_problem: dict[str, list[Trajectory]] = {}
-    for tr in trajectories:
-        if tr.turns:
-            per_problem.setdefault(tr.problem_id, []).append(tr)
-    if not per_problem:
-        return [0.0] * max_turns
-    curves = [per_turn_accuracy(trs, max_turns) for trs in per_problem.values()]
-    return [sum(c[t] for c in curves) / len(curves) for t in range(max_turns)]

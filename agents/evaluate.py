@@ -2,7 +2,7 @@
 
 Library first: :func:`evaluate` rolls the policy out (resumable, see :mod:`agents.rollout`) and
 :func:`summarize` turns trajectories into an :class:`EvalReport`, which renders a rich table,
-writes JSON and plots accuracy by turn. ``mucode eval`` (:mod:`agents.cli_eval`) is a thin caller.
+writes JSON and plots accuracy by turn. ``mucode eval`` (:mod:`mucode_cli.eval`) is a thin caller.
 
 Accuracy after turn t is the oracle (public and private tests) of the code the episode holds after
 turn t: an episode that stopped earlier keeps its last answer. With n samples per problem it is
@@ -25,27 +25,12 @@ from typing import Any
 
 from agents.policy import Policy
 from agents.records import Trajectory
-from agents.rollout import RolloutConfig, RolloutStats, run_rollouts
-from mucode_env.atomic import write_json_atomic
+from agents.episodes import EpisodeStats
+from agents.rollout import RolloutConfig, run_rollouts
+from mucode_env.atomic import save_figure_atomic, write_json_atomic
 from mucode_env.metrics import accuracy_by_turn, pass_at_k, turns_to_solve
 
-__all__ = ["EvalReport", "evaluate", "per_turn_accuracy", "summarize"]
-
-
-def per_turn_accuracy(trajectories_or_turn_flags: Sequence[Trajectory] | Sequence[Sequence[float]],
-                      max_turns: int) -> list[float]:
-    """Accuracy after each turn 1..max_turns (see the module docstring).
-
-    Args:
-        trajectories_or_turn_flags: trajectories, or per episode its per-turn oracle flags (0/1).
-        max_turns: T.
-
-    >>> per_turn_accuracy([[0, 1], [1]], 3)
-    [0.5, 1.0, 1.0]
-    """
-    rewards = [[turn.reward for turn in item.turns] if isinstance(item, Trajectory) else [float(x) for x in item]
-               for item in trajectories_or_turn_flags]
-    return accuracy_by_turn(rewards, max_turns)
+__all__ = ["EvalReport", "evaluate", "summarize"]
 
 
 @dataclass
@@ -140,10 +125,8 @@ class EvalReport:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
-        tmp = path.with_name(f".{path.name}.tmp.png")
-        fig.savefig(tmp, dpi=120)
+        save_figure_atomic(fig, path, dpi=120)
         plt.close(fig)
-        os.replace(tmp, path)
         return path
 
 
@@ -154,7 +137,7 @@ def summarize(
     env_id: str | None = None,
     split: str | None = None,
     policy_name: str | None = None,
-    stats: RolloutStats | dict | None = None,
+    stats: EpisodeStats | dict | None = None,
 ) -> EvalReport:
     """Compute the metrics of ``trajectories`` (all problems must have the same number of samples).
 
@@ -184,7 +167,7 @@ def summarize(
     per_problem = {pid: sum(t.success for t in trajs) for pid, trajs in by_problem.items()}
     ks = [k for k in (1, 2, 5, 10, 20, 50, 100) if k <= n] if n > 1 else []
     passk = {str(k): sum(pass_at_k(n, c, k) for c in per_problem.values()) / len(per_problem) for k in ks}
-    if isinstance(stats, RolloutStats):
+    if isinstance(stats, EpisodeStats):
         stats = stats.to_dict()
     first = trajectories[0]
     return EvalReport(

@@ -13,7 +13,6 @@ At the end all shards are consolidated into one Hugging Face ``datasets`` Parque
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -24,14 +23,14 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from agents.episodes import EpisodeSpec, EpisodeStats, derive_seed, play_episodes
 from agents.policy import Policy, SamplingParams
 from agents.records import Trajectory, TurnRecord
-from mucode_env.atomic import atomic_dir, write_text_atomic
+from mucode_env.atomic import atomic_dir, atomic_path, write_json_atomic, write_text_atomic
 
 __all__ = [
     "RolloutConfig",
     "RolloutResult",
-    "RolloutStats",
     "collect_rollouts",
     "load_trajectories",
     "run_rollouts",
@@ -125,47 +124,11 @@ class RolloutConfig:
 
 
 @dataclass
-class RolloutStats:
-    """Throughput of one run (only the episodes generated in this run, not resumed ones)."""
-
-    episodes: int = 0
-    resumed_episodes: int = 0
-    generation_calls: int = 0
-    generations: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    executions: int = 0  # turns whose program was sent to the sandbox (public + private runs)
-    generation_s: float = 0.0
-    execution_s: float = 0.0
-    wall_s: float = 0.0
-
-    @property
-    def tokens_per_s(self) -> float:
-        return self.completion_tokens / self.generation_s if self.generation_s > 0 else 0.0
-
-    @property
-    def executions_per_s(self) -> float:
-        return self.executions / self.execution_s if self.execution_s > 0 else 0.0
-
-    @property
-    def episodes_per_min(self) -> float:
-        return 60.0 * self.episodes / self.wall_s if self.wall_s > 0 else 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            **asdict(self),
-            "tokens_per_s": self.tokens_per_s,
-            "executions_per_s": self.executions_per_s,
-            "episodes_per_min": self.episodes_per_min,
-        }
-
-
-@dataclass
 class RolloutResult:
     """What :func:`run_rollouts` returns: the trajectories (config order) and this run's stats."""
 
     trajectories: list[Trajectory]
-    stats: RolloutStats
+    stats: EpisodeStats
     problem_ids: list[str]
     out_dir: Path | None = None
 
@@ -198,24 +161,20 @@ def run_rollouts(policy: Policy, config: RolloutConfig, out_dir: str | os.PathLi
     """
     import gymnasium as gym
 
-    import mucode_env
-    from mucode_env.registration import check_env_id
+    from mucode_env import env_problems
 
-    check_env_id(config.env_id)
+    env_kw: dict[str, Any] = dict(config.env_kwargs)
+    problems = env_problems(config.env_id, split=config.split, problem_ids=config.problem_ids, limit=config.limit,
+                            data_dir=env_kw.get("data_dir"))
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         _check_manifest(out, config, policy)
-    env_kw: dict[str, Any] = dict(config.env_kwargs)
     env_kw["max_turns"] = config.max_turns
     if config.split is not None:
         env_kw["split"] = config.split
-    probe = gym.make(config.env_id, problem_ids=config.problem_ids, disable_env_checker=True, **env_kw)
-    problems = list(probe.unwrapped.problems)
-    if config.limit is not None:
-        problems = problems[: config.limit]
+    env_kw["problems"] = problems  # every env shares the loaded problems
     problem_ids = [p.id for p in problems]
     order = {pid: i for i, pid in enumerate(problem_ids)}
-    env_kw["problems"] = problems  # every pool env shares the loaded problems
 
     done: dict[tuple[str, int], Trajectory] = {}
     if out is not None:
@@ -224,94 +183,25 @@ def run_rollouts(policy: Policy, config: RolloutConfig, out_dir: str | os.PathLi
             key = (traj.problem_id, traj.sample_index)
             if key in wanted:
                 done.setdefault(key, traj)
-    pending = [(pid, j) for pid in problem_ids for j in range(config.n) if (pid, j) not in done]
-    stats = RolloutStats(resumed_episodes=len(done))
-    policy_name = str(getattr(policy, "name", type(policy).__name__))
-    sampling_row = _jsonable(asdict(config.sampling))
-
+    pending = [EpisodeSpec(pid, j) for pid in problem_ids for j in range(config.n) if (pid, j) not in done]
+    stats = EpisodeStats(resumed_episodes=len(done))
     writer = _ShardWriter(out / _SHARDS if out is not None else None, config.shard_size, config.shard_interval_s)
-    start = time.perf_counter()
-    bar = None
-    if config.progress:
-        from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(problem_ids) * config.n, initial=len(done), desc=f"rollouts {config.env_id}", unit="ep")
-    free_envs: list[Any] = []
-    live: list[_Episode] = []
-    call = 0
+    def finished(traj: Trajectory) -> None:
+        done[(traj.problem_id, traj.sample_index)] = traj
+        writer.add(traj)
+
     try:
-        queue = list(reversed(pending))
-        while queue or live:
-            while queue and len(live) < config.max_live_episodes:
-                pid, j = queue.pop()
-                env = free_envs.pop() if free_envs else gym.make(config.env_id, disable_env_checker=True, **env_kw)
-                obs, _ = env.reset(options={"problem_id": pid})
-                live.append(_Episode(pid, j, env, obs, []))
-            params = replace(config.sampling, n=1, seed=_derive_seed(config.seed, call))
-            call += 1
-            chats = [mucode_env.to_messages(ep.obs) for ep in live]
-            t0 = time.perf_counter()
-            gens = policy.generate(chats, params)
-            stats.generation_s += time.perf_counter() - t0
-            if len(gens) != len(chats) or any(len(g) != 1 for g in gens):
-                raise ValueError(
-                    f"policy {policy_name} returned {[len(g) for g in gens]} generations for {len(chats)} chats with n=1"
-                )
-            stats.generation_calls += 1
-            stats.generations += len(gens)
-            actions = [g[0].text for g in gens]
-            t0 = time.perf_counter()
-            results = mucode_env.step_batch([ep.env for ep in live], actions)
-            stats.execution_s += time.perf_counter() - t0
-            still: list[_Episode] = []
-            for ep, (g,), (obs, _reward, terminated, truncated, info) in zip(live, gens, results):
-                stats.prompt_tokens += g.prompt_tokens
-                stats.completion_tokens += g.completion_tokens
-                stats.executions += int(bool(info["code"].strip()))  # turns without code are not run
-                ep.turns.append(TurnRecord(
-                    response=g.text,
-                    code=info["code"],
-                    feedback=info["feedback"],
-                    public_passed=bool(info["public_passed"]),
-                    private_passed=bool(info["private_passed"]),
-                    status=str(info["status"]),
-                    prompt_tokens=g.prompt_tokens,
-                    completion_tokens=g.completion_tokens,
-                ))
-                ep.obs = obs
-                if terminated or truncated:
-                    traj = Trajectory(
-                        problem_id=ep.problem_id,
-                        env_id=config.env_id,
-                        prompt=obs["prompt"],
-                        turns=ep.turns,
-                        sample_index=ep.sample_index,
-                        seed=config.seed,
-                        sampling=sampling_row,
-                        policy_name=policy_name,
-                    )
-                    done[(ep.problem_id, ep.sample_index)] = traj
-                    writer.add(traj)
-                    stats.episodes += 1
-                    free_envs.append(ep.env)
-                    if bar is not None:
-                        bar.update(1)
-                else:
-                    still.append(ep)
-            live = still
-            writer.maybe_flush()
-            if bar is not None:
-                elapsed = time.perf_counter() - start
-                bar.set_postfix(tok_s=f"{stats.tokens_per_s:.1f}", exec_s=f"{stats.executions_per_s:.1f}",
-                                ep_min=f"{60 * stats.episodes / elapsed:.1f}" if elapsed > 0 else "-")
+        play_episodes(
+            policy, lambda: gym.make(config.env_id, disable_env_checker=True, **env_kw), pending,
+            sampling=lambda call: replace(config.sampling, n=1, seed=derive_seed("rollout", config.seed, call)),
+            max_live=config.max_live_episodes, on_done=finished, on_round=lambda _: writer.maybe_flush(),
+            stats=stats, env_id=config.env_id, seed=config.seed, sampling_record=_jsonable(asdict(config.sampling)),
+            progress=config.progress, progress_total=len(problem_ids) * config.n,
+            progress_desc=f"rollouts {config.env_id}",
+        )
     finally:
         writer.flush()
-        if bar is not None:
-            bar.close()
-        for env in free_envs + [ep.env for ep in live]:
-            env.close()
-        probe.close()
-    stats.wall_s = time.perf_counter() - start
     log.info(
         "rollouts: %d new episodes (%d resumed) in %.1f s: %.1f tokens/s, %.1f executions/s, %.1f episodes/min",
         stats.episodes, stats.resumed_episodes, stats.wall_s, stats.tokens_per_s, stats.executions_per_s,
@@ -320,22 +210,8 @@ def run_rollouts(policy: Policy, config: RolloutConfig, out_dir: str | os.PathLi
     trajectories = sorted(done.values(), key=lambda t: (order[t.problem_id], t.sample_index))
     if out is not None:
         write_trajectories(trajectories, out / _FINAL)
-        write_text_atomic(out / "stats.json", json.dumps(stats.to_dict(), indent=2))
+        write_json_atomic(out / "stats.json", stats.to_dict())
     return RolloutResult(trajectories, stats, problem_ids, out)
-
-
-@dataclass
-class _Episode:
-    problem_id: str
-    sample_index: int
-    env: Any
-    obs: dict
-    turns: list[TurnRecord]
-
-
-def _derive_seed(seed: int, call: int) -> int:
-    digest = hashlib.blake2b(f"rollout:{seed}:{call}".encode(), digest_size=4).digest()
-    return int.from_bytes(digest, "little") & 0x7FFFFFFF
 
 
 def _jsonable(value: Any) -> Any:
@@ -492,8 +368,7 @@ class _ShardWriter:
             return
         self.shard_dir.mkdir(parents=True, exist_ok=True)
         name = f"shard-{self.run_id}-{self.count:05d}.parquet"
-        tmp = self.shard_dir / f".{name}.tmp"
-        _write_parquet([t.to_row() for t in self.buffer], tmp)
-        os.replace(tmp, self.shard_dir / name)
+        with atomic_path(self.shard_dir / name) as tmp:
+            _write_parquet([t.to_row() for t in self.buffer], tmp)
         self.count += 1
         self.buffer = []

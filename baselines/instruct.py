@@ -136,7 +136,7 @@ def evaluate_instruct(config: InstructConfig, env_id: str, *, policy: Any = None
         policy = make_policy(config.backend, config.model)
     verifier = None
     if config.verifier is not None and any(s.needs_verifier for s in config.settings):
-        from agents.verifier import Verifier
+        from agents.mucode.verifier import Verifier
 
         verifier = Verifier.load(config.verifier)
     return {

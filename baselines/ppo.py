@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -44,7 +43,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from agents.episodes import EpisodeSpec, StepOutcome, derive_seed, play_episodes
+from agents.policy import SamplingParams
 from agents.records import Trajectory, TurnRecord
+from mucode_env.atomic import write_text_atomic
+from mucode_env.env import select_problems
+from mucode_env.registration import env_problems
 from baselines.ppo_math import (
     KL_ESTIMATORS,
     clipped_policy_loss,
@@ -82,7 +86,7 @@ class PPOConfig:
 
     Attributes:
         model: the initial (and reference) policy: a checkpoint directory, a registry name or a
-            GGUF file (de-quantised by :func:`agents.sft.resolve_base_model`).
+            GGUF file (de-quantised by :func:`agents.models.convert.hf_checkpoint`).
         output_dir: where the checkpoint and the log go.
         algorithm: ``"ppo"`` (value head, GAE) or ``"grpo"`` (group-relative, no value head).
         env_id: a registered MuCode id; picks the benchmark (ignored when problems are passed).
@@ -273,6 +277,7 @@ class Episode:
     reward: float = 0.0  # the environment's final reward (the oracle of the last program)
     return_: float = 0.0  # reward minus invalid-code penalties: what the policy maximises
     done: bool = False
+    trajectory: Trajectory | None = None  # the episode as the engine recorded it
 
     def last_policy_position(self) -> tuple[int, int]:
         seg = len(self.segments) - 1
@@ -344,10 +349,6 @@ def _pad_float(rows: Sequence[Any], width: int, device):
     return out
 
 
-def _derive_seed(*parts: int) -> int:
-    return int(np.random.SeedSequence([abs(int(p)) for p in parts]).generate_state(1)[0] & 0x7FFFFFFF)
-
-
 # ----------------------------------------------------------------------------- trainer
 
 
@@ -373,38 +374,21 @@ class PPOTrainer:
     def _load_problems(self) -> list[Any]:
         cfg = self.config
         if self._problems_arg is not None:
-            problems = list(self._problems_arg)
-        else:
-            from mucode_env.datasets import load_problems
-            from mucode_env.registration import ENV_IDS, check_env_id
-
-            benchmark = ENV_IDS[check_env_id(cfg.env_id)]["benchmark"]
-            problems = load_problems(benchmark, cfg.split, data_dir=cfg.data_dir)
-        if cfg.problem_ids is not None:
-            by_id = {p.id: p for p in problems}
-            missing = [i for i in cfg.problem_ids if i not in by_id]
-            if missing:
-                from mucode_env.errors import UnknownProblemError, did_you_mean
-
-                raise UnknownProblemError(f"unknown problem id {missing[0]!r} in problem_ids."
-                                          f"{did_you_mean(missing[0], by_id)}")
-            problems = [by_id[i] for i in cfg.problem_ids]
-        if cfg.limit is not None:
-            problems = problems[: cfg.limit]
-        if not problems:
-            raise ValueError("no training problems: check env_id/split/problem_ids/limit")
-        return problems
+            return select_problems(self._problems_arg, cfg.problem_ids, cfg.limit, where="the given problems")
+        return env_problems(cfg.env_id, split=cfg.split, problem_ids=cfg.problem_ids, limit=cfg.limit,
+                            data_dir=cfg.data_dir)
 
     def _setup(self) -> None:
         from transformers import AutoModelForCausalLM
 
-        from agents.sft import load_tokenizer, resolve_base_model
-        from mucode_env.env import MuCodeEnv
+        from agents.backends.transformers import TransformersPolicy
+        from agents.models.convert import hf_checkpoint
+        from agents.training.sft import load_tokenizer
 
         cfg = self.config
         self.device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = getattr(torch, cfg.torch_dtype)
-        self.base_path = resolve_base_model(cfg.model)
+        self.base_path = hf_checkpoint(cfg.model)
         state = self._read_state()
         start_path = str(self.checkpoint_dir) if state is not None else self.base_path
         self.tokenizer = load_tokenizer(start_path)
@@ -427,22 +411,11 @@ class PPOTrainer:
         self.start_update = int(state["update"]) if state is not None else 0
         pad = self.tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else self.tokenizer.eos_token_id
-        eos = self.model.generation_config.eos_token_id
-        stop = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-        if self.tokenizer.eos_token_id is not None:
-            stop.add(self.tokenizer.eos_token_id)
-        self.eos_ids = sorted(stop)
-        self.stop_ids = stop | {self.pad_id}
         self.problems = self._load_problems()
-        benchmark = "mbpp"
-        if self._problems_arg is None:
-            from mucode_env.registration import ENV_IDS
-
-            benchmark = ENV_IDS[cfg.env_id]["benchmark"]
-        self.envs = [MuCodeEnv(benchmark=benchmark, split=cfg.split, max_turns=cfg.max_turns,
-                               termination=cfg.termination, reward_mode="final", problems=self.problems,
-                               sandbox=self._sandbox)
-                     for _ in range(cfg.episodes_per_update)]  # sandbox=None: all share the process-wide one
+        # the policy as a sampler that keeps the exact tokens it saw and sampled
+        self.sampler = TransformersPolicy.from_model(
+            self.model, self.tokenizer, batch_size=cfg.generation_batch_size, max_prompt_tokens=cfg.max_prompt_tokens,
+            return_tokens=True, name=f"{cfg.algorithm}:policy")
 
     def _read_state(self) -> dict[str, Any] | None:
         f = self.checkpoint_dir / TRAINER_STATE_FILE
@@ -462,46 +435,9 @@ class PPOTrainer:
         return state
 
     # ---- rollouts -----------------------------------------------------------------------------
-    def _encode_state(self, obs: dict[str, Any]) -> list[int]:
-        from mucode_env.env import to_messages
-
-        text = self.tokenizer.apply_chat_template(to_messages(obs), tokenize=False, add_generation_prompt=True)
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        return list(ids[-self.config.max_prompt_tokens:])
-
-    def _generate(self, contexts: list[list[int]]) -> list[list[int]]:
-        """Sample one response per context; each keeps its stop token (it was sampled too)."""
-        from transformers import GenerationConfig
-
-        cfg = self.config
-        gen_cfg = GenerationConfig(do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=0,
-                                   max_new_tokens=cfg.max_new_tokens, eos_token_id=self.eos_ids,
-                                   pad_token_id=self.pad_id)
-        out: list[list[int]] = []
-        self.model.eval()
-        for start in range(0, len(contexts), cfg.generation_batch_size):
-            chunk = contexts[start: start + cfg.generation_batch_size]
-            width = max(len(c) for c in chunk)
-            ids = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
-            attn = torch.zeros((len(chunk), width), dtype=torch.long)
-            for i, c in enumerate(chunk):  # left padding
-                ids[i, width - len(c):] = torch.tensor(c, dtype=torch.long)
-                attn[i, width - len(c):] = 1
-            with torch.inference_mode():
-                seqs = self.model.generate(input_ids=ids.to(self.device), attention_mask=attn.to(self.device),
-                                           generation_config=gen_cfg)
-            for row in seqs[:, width:].tolist():
-                cut = next((k for k, tok in enumerate(row) if tok in self.stop_ids), None)
-                out.append(row if cut is None else row[: cut + 1])
-        return out
-
-    def _decode(self, action: list[int]) -> str:
-        body = action[:-1] if action and action[-1] in self.stop_ids else action
-        return self.tokenizer.decode(body, skip_special_tokens=True)
-
     def _problem_draw(self, update: int) -> list[tuple[str, int]]:
         cfg = self.config
-        rng = np.random.default_rng(_derive_seed(cfg.seed, update, 1))
+        rng = np.random.default_rng(derive_seed(cfg.seed, "draw", update))
         n_problems = cfg.episodes_per_update // cfg.group_size if cfg.algorithm == "grpo" else cfg.episodes_per_update
         if n_problems <= len(self.problems):
             picks = rng.choice(len(self.problems), size=n_problems, replace=False)
@@ -511,42 +447,42 @@ class PPOTrainer:
         return [(self.problems[int(p)].id, g) for g, p in enumerate(picks) for _ in range(repeat)]
 
     def rollout(self, update: int) -> list[Episode]:
-        """Play ``episodes_per_update`` episodes with the current policy (batched per turn)."""
-        from mucode_env.env import step_batch
+        """Play ``episodes_per_update`` episodes with the current policy on the shared episode engine
+        (one batched generate call and one sandbox batch per turn), keeping every turn's tokens."""
+        import gymnasium as gym
 
         cfg = self.config
         draws = self._problem_draw(update)
         episodes = [Episode(problem_id=pid, group=g) for pid, g in draws]
-        observations = [env.reset(seed=_derive_seed(cfg.seed, update, i), options={"problem_id": pid})[0]
-                        for i, (env, (pid, _)) in enumerate(zip(self.envs, draws))]
-        devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(_derive_seed(cfg.seed, update, 2))
-            for _ in range(cfg.max_turns):
-                active = [i for i, ep in enumerate(episodes) if not ep.done]
-                if not active:
-                    break
-                contexts = [self._encode_state(observations[i]) for i in active]
-                actions = self._generate(contexts)
-                texts = [self._decode(a) for a in actions]
-                results = step_batch([self.envs[i] for i in active], texts)
-                for i, ctx, action, text, (obs, reward, terminated, truncated, info) in zip(
-                        active, contexts, actions, texts, results):
-                    ep = episodes[i]
-                    self._append_turn(ep, ctx, action)
-                    observations[i] = obs
-                    ep.turns.append(TurnRecord(response=text, code=info["code"], feedback=info["feedback"],
-                                               public_passed=bool(info["public_passed"]),
-                                               private_passed=bool(info["private_passed"]), status=info["status"],
-                                               prompt_tokens=len(ctx), completion_tokens=len(action)))
-                    if cfg.invalid_code_penalty and info["status"] in INVALID_CODE_STATUSES:
-                        ep.add_score(-cfg.invalid_code_penalty)
-                        ep.return_ -= cfg.invalid_code_penalty
-                    if terminated or truncated:
-                        ep.done = True
-                        ep.reward = float(reward)
-                        ep.return_ += float(reward)
-                        ep.add_score(float(reward))
+        env_kwargs = {"split": cfg.split, "max_turns": cfg.max_turns, "termination": cfg.termination,
+                      "reward_mode": "final", "problems": self.problems}
+        if self._sandbox is not None:  # else every env uses the process-wide sandbox
+            env_kwargs["sandbox"] = self._sandbox
+
+        def on_turn(step: StepOutcome) -> None:
+            ep = episodes[step.episode]
+            self._append_turn(ep, step.generation.extra["prompt_ids"], step.generation.extra["completion_ids"])
+            if cfg.invalid_code_penalty and step.info["status"] in INVALID_CODE_STATUSES:
+                ep.add_score(-cfg.invalid_code_penalty)
+                ep.return_ -= cfg.invalid_code_penalty
+            if step.terminated or step.truncated:
+                ep.done = True
+                ep.reward = step.reward
+                ep.return_ += step.reward
+                ep.add_score(step.reward)
+
+        self.model.eval()
+        trajectories = play_episodes(
+            self.sampler, lambda: gym.make(cfg.env_id, disable_env_checker=True, **env_kwargs),
+            [EpisodeSpec(pid, i) for i, (pid, _) in enumerate(draws)],
+            sampling=lambda call: SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p,
+                                                 max_new_tokens=cfg.max_new_tokens,
+                                                 seed=derive_seed(cfg.seed, "rollout", update, call)),
+            on_turn=on_turn, env_id=cfg.env_id, seed=derive_seed(cfg.seed, "rollout", update),
+            policy_name=f"{cfg.algorithm}:update{update}",
+        )
+        for ep, traj in zip(episodes, trajectories):
+            ep.trajectory, ep.turns = traj, traj.turns
         return episodes
 
     @staticmethod
@@ -560,18 +496,10 @@ class PPOTrainer:
             ep.segments.append(seg)
         seg.extend(action, is_policy=True)
 
-    def trajectories(self, episodes: Sequence[Episode], update: int) -> list[Trajectory]:
+    @staticmethod
+    def trajectories(episodes: Sequence[Episode]) -> list[Trajectory]:
         """The episodes as :class:`agents.records.Trajectory` records (for logs and reuse)."""
-        from mucode_env.prompts import first_user_message
-
-        by_id = {p.id: p for p in self.problems}
-        sampling = {"temperature": self.config.temperature, "top_p": self.config.top_p,
-                    "max_new_tokens": self.config.max_new_tokens}
-        return [Trajectory(problem_id=ep.problem_id, env_id=self.config.env_id,
-                           prompt=first_user_message(by_id[ep.problem_id]), turns=list(ep.turns), sample_index=i,
-                           seed=_derive_seed(self.config.seed, update, i), sampling=sampling,
-                           policy_name=f"{self.config.algorithm}:update{update}")
-                for i, ep in enumerate(episodes)]
+        return [ep.trajectory for ep in episodes if ep.trajectory is not None]
 
     # ---- advantages ---------------------------------------------------------------------------
     def _score(self, segments: list[Segment]) -> None:
@@ -639,7 +567,7 @@ class PPOTrainer:
     # ---- optimisation -------------------------------------------------------------------------
     def _optimise(self, segments: list[Segment], update: int) -> dict[str, float]:
         cfg = self.config
-        rng = np.random.default_rng(_derive_seed(cfg.seed, update, 3))
+        rng = np.random.default_rng(derive_seed(cfg.seed, "minibatches", update))
         sums: dict[str, float] = {}
         steps = 0
         if cfg.gradient_checkpointing:
@@ -722,9 +650,7 @@ class PPOTrainer:
             return
         keep = [line for line in path.read_text().splitlines()
                 if line.strip() and json.loads(line).get("update", -1) < self.start_update]
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(line + "\n" for line in keep))
-        os.replace(tmp, path)
+        write_text_atomic(path, "".join(line + "\n" for line in keep))
         self.history = [json.loads(line) for line in keep]
 
     # ---- the loop ------------------------------------------------------------------------------

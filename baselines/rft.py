@@ -1,7 +1,7 @@
 """Multi-turn STaR / rejection fine-tuning (RFT) and the RFT_LV ablation.
 
 RFT is µCODE's Algorithm 1 with a different training set (step 5), so :class:`RFTTrainer` reuses
-:class:`agents.trainer.MuCodeTrainer` (rollouts, verifier, fine-tuning from the BASE model every
+:class:`agents.mucode.trainer.MuCodeTrainer` (rollouts, verifier, fine-tuning from the BASE model every
 iteration, BoN validation, resumable stage markers) and replaces only relabeling with
 :func:`build_rft_dataset`:
 
@@ -14,7 +14,7 @@ iteration, BoN validation, resumable stage markers) and replaces only relabeling
   each state mapping to its own response.
 
 Rows are TRL conversational prompt-completion examples in exactly the format of
-:func:`agents.relabel.relabel` (states rendered like ``mucode_env.to_messages``).
+:func:`agents.mucode.relabel.relabel` (states rendered like ``mucode_env.to_messages``).
 
 >>> rows = build_rft_dataset(trajectories)  # doctest: +SKIP
 >>> report = RFTTrainer(RFTConfig.cpu(run_dir="runs/rft")).train()  # doctest: +SKIP
@@ -30,8 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from agents.records import Trajectory
-from agents.relabel import sft_example
-from agents.trainer import MuCodeConfig, MuCodeTrainer
+from agents.mucode.relabel import sft_example
+from agents.mucode.config import MuCodeConfig
+from agents.mucode.run_dir import mark_done, stage_done
+from agents.mucode import MuCodeTrainer
+from mucode_env.atomic import write_jsonl_atomic
 
 __all__ = ["RFT_VARIANTS", "RFTConfig", "RFTTrainer", "build_rft_dataset"]
 
@@ -153,13 +156,13 @@ class RFTTrainer(MuCodeTrainer):
                  verifier_path: Path) -> list[dict[str, Any]]:
         cfg = self.config
         out = it_dir / DATASET_FILE
-        if self._done(it_dir, "relabel") is not None and out.is_file():
+        if stage_done(it_dir, "relabel") is not None and out.is_file():
             with out.open() as f:
                 return [json.loads(line) for line in f if line.strip()]
         source = data if cfg.aggregate else current
         score_fn = None
         if cfg.rft_variant == "lv":
-            from agents.verifier import Verifier
+            from agents.mucode.verifier import Verifier
 
             score_fn = Verifier.load(verifier_path).score
         rows = build_rft_dataset(source, cfg.rft_variant, score_fn=score_fn, top_k=cfg.rft_top_k,
@@ -167,13 +170,8 @@ class RFTTrainer(MuCodeTrainer):
         if not rows:
             raise ValueError(f"iteration {it}: the RFT training set is empty ({len(source)} trajectories, "
                              f"{sum(t.success for t in source)} correct); roll out more problems or samples")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        with tmp.open("w") as f:
-            for r in rows:
-                f.write(json.dumps(r) + "\n")
-        tmp.replace(out)
-        self._mark(it_dir, "relabel", {
+        write_jsonl_atomic(out, rows)
+        mark_done(it_dir, "relabel", {
             "stage": "relabel", "iteration": it, "method": f"rft:{cfg.rft_variant}", "n_examples": len(rows),
             "n_trajectories": len(source), "n_correct_trajectories": sum(t.success for t in source),
             "n_problems": len({r["problem_id"] for r in rows}),

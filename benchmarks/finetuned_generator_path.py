@@ -2,8 +2,8 @@
 
 µCODE fine-tunes the generator every iteration and the next iteration rolls it out through
 llama.cpp. Two ways exist: merge the adapter and export the whole model
-(:func:`agents.gguf_export.export_for_llama_cpp`, q8_0), or keep the base GGUF and load the adapter
-at run time (:func:`agents.gguf_lora.export_lora_gguf`, ``Llama(lora_path=...)``). This measures,
+(:func:`agents.models.gguf_export.export_for_llama_cpp`, q8_0), or keep the base GGUF and load the adapter
+at run time (:func:`agents.models.gguf_lora.export_lora_gguf`, ``Llama(lora_path=...)``). This measures,
 on the real base model with a LoRA adapter of the cpu preset's shape (r=16, alpha=32, all linear
 layers; B drawn at random, as after training, so the adapter is not a no-op):
 
@@ -67,17 +67,17 @@ def main(argv=None) -> int:
     from rich.table import Table
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from agents.gguf_export import export_for_llama_cpp, export_gguf, find_template_gguf
-    from agents.gguf_lora import export_lora_gguf
-    from agents.sft import resolve_base_model
+    from agents.models.convert import find_source_gguf, hf_checkpoint
+    from agents.models.gguf_export import export_for_llama_cpp, export_gguf
+    from agents.models.gguf_lora import export_lora_gguf
     from mucode_env.datasets import load_problems
 
     torch.manual_seed(0)
     work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="mucode-lora-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     prompts = [p.prompt for p in load_problems("mbpp", "test", data_dir=args.data_dir)[: args.prompts]]
-    base_dir = Path(resolve_base_model(args.model))
-    base_gguf = find_template_gguf(args.model)
+    base_dir = Path(hf_checkpoint(args.model))
+    base_gguf = find_source_gguf(args.model)
 
     model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
     peft_model = get_peft_model(model, LoraConfig(r=args.lora_r, lora_alpha=2 * args.lora_r, lora_dropout=0.0,

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def train_rft(run_dir: Path) -> Path:
     from dataclasses import fields
 
-    from agents.trainer import share_stages
+    from agents.mucode import share_stages
     from baselines.rft import RFTConfig, RFTTrainer
 
     src_run = run_dir / "mucode"

@@ -56,15 +56,15 @@ def main(argv: list[str] | None = None) -> int:
     import mucode_env  # noqa: F401  (registers the environments)
     from agents.backends import make_policy
     from agents.bon import BoNConfig, best_of_n
-    from agents.gguf_export import export_for_llama_cpp
-    from agents.trainer import (
+    from agents.models.gguf_export import export_for_llama_cpp
+    from agents.mucode import (
         MuCodeConfig,
         MuCodeTrainer,
         RolloutSettings,
         ValidationSettings,
     )
-    from agents.verifier import Verifier
-    from baselines.bench import resolve_checkpoint
+    from agents.mucode.verifier import Verifier
+    from agents.models.convert import resolve_run
     from mucode_env.atomic import write_json_atomic, write_text_atomic
     from mucode_env.datasets import load_problems
     from mucode_env.metrics import wilson_interval
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     it_dir = run_dir / "mucode" / "iter1"
     t0 = time.perf_counter()
     if not args.no_train:
-        from agents.trainer import format_report
+        from agents.mucode import format_report
 
         print(format_report(trainer.train()), flush=True)
     elif not (it_dir / "verifier.done").is_file():
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                                **cfg.backend_kwargs.get(cfg.finetuned_backend, {}))
         if path is None:
             raise SystemExit(f"--eval {name}: give NAME=PATH for generators other than base and mucode")
-        src, _ = resolve_checkpoint(path, None)  # a µCODE/RFT/PPO run directory or a generator
+        src, _ = resolve_run(path, None)  # a µCODE/RFT/PPO run directory or a generator
         if not src.endswith(".gguf"):
             src = str(export_for_llama_cpp(src, cfg.generator, dtype=cfg.finetuned_gguf_dtype))
         return make_policy("llama_cpp", src, **llama_kw)
@@ -184,7 +184,7 @@ def comparison_table(results: dict) -> str:
     """Markdown: one row per (generator, setting) with n, accuracy, its Wilson 95% interval, the
     accuracy after each turn, and the paired difference to the base model in the same setting
     (bootstrap 95% interval over the same problems)."""
-    from baselines.bench import paired_bootstrap
+    from mucode_env.metrics import paired_bootstrap
 
     base = {r["n_candidates"]: r for r in results.values() if r["generator"] == "base"}
     lines = ["| generator | setting | n | accuracy (95% CI) | by turn 1/2/3 | vs base, same setting (95% CI) |",
@@ -206,6 +206,8 @@ def comparison_table(results: dict) -> str:
 def plot_turns(results: dict, path: Path) -> None:
     import matplotlib
 
+    from mucode_env.atomic import save_figure_atomic
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -221,10 +223,8 @@ def plot_turns(results: dict, path: Path) -> None:
     ax.set_title(f"MBPP test subset (n={max((r['n'] for r in results.values()), default=0)})")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=100)
+    save_figure_atomic(fig, path, dpi=100)
     plt.close(fig)
-    tmp.replace(path)
 
 
 def _slug(label: str) -> str:

@@ -6,12 +6,12 @@
 >>> obs, reward, terminated, truncated, info = env.step(llm_text)            # doctest: +SKIP
 """
 
-from mucode_env.env import EnvConfig, MuCodeEnv, shared_sandbox, step_batch, to_messages
+from mucode_env.env import EnvConfig, MuCodeEnv, run_public_batch, shared_sandbox, step_batch, to_messages
 from mucode_env.errors import (DatasetError, EpisodeError, MuCodeError, SandboxError, UnknownEnvError,
                                UnknownProblemError)
 from mucode_env.extract import extract_code
 from mucode_env.problem import IOStyle, Problem, TestCase
-from mucode_env.registration import ENV_IDS, register_envs
+from mucode_env.registration import ENV_IDS, env_problems, register_envs
 from mucode_env.vector import MuCodeVectorEnv, make_vec
 
 register_envs()
@@ -21,5 +21,5 @@ __version__ = "0.1.0"
 __all__ = [
     "DatasetError", "ENV_IDS", "EnvConfig", "EpisodeError", "IOStyle", "MuCodeEnv", "MuCodeError",
     "MuCodeVectorEnv", "Problem", "SandboxError", "TestCase", "UnknownEnvError", "UnknownProblemError",
-    "extract_code", "make_vec", "register_envs", "shared_sandbox", "step_batch", "to_messages",
+    "env_problems", "extract_code", "make_vec", "register_envs", "run_public_batch", "shared_sandbox", "step_batch", "to_messages",
 ]

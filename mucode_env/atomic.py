@@ -11,30 +11,55 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file in the same directory."""
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary sibling path; what the block writes there replaces ``path`` on success.
+
+    For writers that take a path (Parquet, PNG: pass ``format=`` since the name ends in
+    ``.tmp``, model files). On an exception the temporary file is removed and ``path`` is left
+    untouched.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        yield tmp
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file in the same directory."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
 
 
 def write_json_atomic(path: str | os.PathLike, data: Any, **dumps_kwargs: Any) -> Path:
     """``json.dumps(data, indent=2, sort_keys=True, **dumps_kwargs)`` written atomically."""
     options = {"indent": 2, "sort_keys": True, **dumps_kwargs}
     return write_text_atomic(path, json.dumps(data, **options) + "\n")
+
+
+def write_jsonl_atomic(path: str | os.PathLike, rows: Iterable[Any], **dumps_kwargs: Any) -> Path:
+    """One ``json.dumps(row, **dumps_kwargs)`` per line, written atomically."""
+    return write_text_atomic(path, "".join(json.dumps(row, **dumps_kwargs) + "\n" for row in rows))
+
+
+def save_figure_atomic(fig: Any, path: str | os.PathLike, **savefig_kwargs: Any) -> Path:
+    """``fig.savefig`` (a matplotlib figure) written atomically; the format comes from the suffix."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", **savefig_kwargs)
+    return path
 
 
 @contextlib.contextmanager

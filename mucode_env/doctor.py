@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mucode_env.problem import Problem, TestCase
+from mucode_env.problem_jobs import TEST_SETS, problem_job
 from mucode_env.sandbox import Job, Sandbox, SandboxLimits
 
 CALIBRATION_FACTOR = 4.0
@@ -75,10 +76,10 @@ def check_references(problems: Sequence[Problem], sandbox: Sandbox, benchmark: s
     report.n_without_reference = len(problems) - len(with_reference)
     for start in range(0, len(with_reference), batch_size):
         chunk = with_reference[start:start + batch_size]
-        jobs = [sandbox.problem_job(p, p.reference_solution, which) for p in chunk for which in ("public", "private")]
+        jobs = [problem_job(p, p.reference_solution, which) for p in chunk for which in TEST_SETS]
         results = sandbox.execute(jobs)
         for i, problem in enumerate(chunk):
-            for which, result in zip(("public", "private"), results[2 * i: 2 * i + 2]):
+            for which, result in zip(TEST_SETS, results[2 * i: 2 * i + 2]):
                 if not result.passed:
                     failed = next((t for t in result.tests if not t.passed), None)
                     detail = result.message or (failed.message if failed else "")

@@ -20,7 +20,9 @@ from mucode_env.errors import EpisodeError, SandboxError, UnknownProblemError, d
 from mucode_env.extract import extract_code
 from mucode_env.problem import Problem
 from mucode_env.prompts import feedback_message, first_user_message
-from mucode_env.sandbox import ExecResult, Job, Sandbox, SandboxConfig, Status, render_feedback
+from mucode_env.feedback import render_feedback
+from mucode_env.problem_jobs import problem_job
+from mucode_env.sandbox import ExecResult, Job, Sandbox, SandboxConfig, Status
 from mucode_env.spaces import UnicodeText
 
 TERMINATIONS = ("public", "oracle")
@@ -102,6 +104,51 @@ def to_messages(obs: dict[str, Any]) -> list[dict[str, str]]:
     return messages
 
 
+def resolve_problem_id(problem_ids: Sequence[str], problem_id: str | int, where: str = "") -> str:
+    """The id in ``problem_ids`` that ``problem_id`` names: the id itself (``"MBPP/11"``), or a bare
+    task number (``11`` or ``"11"``) when exactly one id ends in it.
+
+    Raises:
+        UnknownProblemError: no such problem (the message suggests the closest id).
+    """
+    key = str(problem_id)
+    if key in problem_ids:
+        return key
+    matches = [pid for pid in problem_ids if pid.rsplit("/", 1)[-1] == key]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        hint = f" Several problems end in {key!r} ({', '.join(matches[:4])}): pass the full id."
+    else:
+        hint = did_you_mean(key, problem_ids) or (f" Ids look like {problem_ids[0]!r}." if problem_ids else "")
+    raise UnknownProblemError(f"unknown problem id {problem_id!r}{f' in {where}' if where else ''}.{hint}")
+
+
+def select_problems(problems: Sequence[Problem], problem_ids: Sequence[str | int] | None = None,
+                    limit: int | None = None, where: str = "") -> list[Problem]:
+    """``problems`` restricted to ``problem_ids`` (in that order; bare task numbers allowed), then
+    to the first ``limit``.
+
+    Raises:
+        UnknownProblemError: an id is not among ``problems``.
+        ValueError: nothing is left, or ``limit < 1``.
+    """
+    if isinstance(problem_ids, str):
+        raise TypeError("problem_ids must be a sequence of ids, not a single string")
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1 or None, got {limit}")
+    selected = list(problems)
+    if problem_ids is not None:
+        by_id = {p.id: p for p in selected}
+        ids = list(by_id)
+        selected = [by_id[resolve_problem_id(ids, pid, where)] for pid in problem_ids]
+    if limit is not None:
+        selected = selected[:limit]
+    if not selected:
+        raise ValueError(f"no problems{f' in {where}' if where else ''}: check the split, problem_ids and limit")
+    return selected
+
+
 class MuCodeEnv(gym.Env[dict, str]):
     """Multi-turn code generation on one benchmark split.
 
@@ -144,16 +191,17 @@ class MuCodeEnv(gym.Env[dict, str]):
             from mucode_env.datasets import load_problems
 
             problems = load_problems(benchmark, split, data_dir=data_dir)
-        self.problems = self._select(list(problems), self.config.problem_ids)
+        self.problems = select_problems(problems, self.config.problem_ids, where=f"{benchmark}/{split}")
         self._by_id = {p.id: p for p in self.problems}
-        if isinstance(sandbox, Sandbox):
-            self.sandbox, self._owns_sandbox = sandbox, False
-        elif isinstance(sandbox, SandboxConfig):
+        if isinstance(sandbox, SandboxConfig):
             self.sandbox, self._owns_sandbox = Sandbox(sandbox), True
         elif sandbox is None:
             self.sandbox, self._owns_sandbox = None, False  # the shared sandbox, started lazily
+        elif callable(getattr(sandbox, "execute", None)):
+            self.sandbox, self._owns_sandbox = sandbox, False  # a Sandbox, or another executor of Jobs
         else:
-            raise TypeError(f"sandbox must be a Sandbox, a SandboxConfig or None, got {type(sandbox).__name__}")
+            raise TypeError(f"sandbox must be a Sandbox (or any object with execute(jobs)), a SandboxConfig or "
+                            f"None, got {type(sandbox).__name__}")
         longest = max(len(first_user_message(p)) for p in self.problems)
         text = UnicodeText(max_length=max(longest, self.config.max_action_chars, 1 << 20))
         self.observation_space = gym.spaces.Dict({
@@ -169,21 +217,24 @@ class MuCodeEnv(gym.Env[dict, str]):
         self._history: list[dict[str, str]] = []
         self._done = True
 
-    # ---- setup helpers -----------------------------------------------------------------------
-    @staticmethod
-    def _select(problems: list[Problem], ids: tuple[str, ...] | None) -> list[Problem]:
-        if not problems:
-            raise ValueError("the environment needs at least one problem")
-        if ids is None:
-            return problems
-        by_id = {p.id: p for p in problems}
-        missing = [i for i in ids if i not in by_id]
-        if missing:
-            raise UnknownProblemError(f"unknown problem id {missing[0]!r} ({len(missing)} unknown in problem_ids)."
-                                      f"{did_you_mean(missing[0], by_id)}")
-        if not ids:
-            raise ValueError("problem_ids is empty")
-        return [by_id[i] for i in ids]
+    def resolve_problem_id(self, problem_id: str | int) -> str:
+        """The id of this env's problem named ``problem_id`` (see :func:`resolve_problem_id`)."""
+        return resolve_problem_id(list(self._by_id), problem_id, f"{self.config.benchmark}/{self.config.split}")
+
+    def run_public(self, responses: Sequence[str]) -> list[ExecResult]:
+        """Run candidate responses on the current problem's PUBLIC tests, without stepping.
+
+        For choosing among candidates (Best-of-N): the episode does not advance and nothing is
+        recorded; only public outcomes are returned, as in the observation. A response without
+        code (or longer than ``max_action_chars``) gets a COMPILE_ERROR result without running.
+        :func:`run_public_batch` does the same for many environments in one sandbox batch.
+        """
+        return run_public_batch([self], [responses])[0]
+
+    def _public_jobs(self, responses: Sequence[str]) -> list[Job | None]:
+        problem = self.problem
+        codes = [extract_code(r) if len(r) <= self.config.max_action_chars else "" for r in responses]
+        return [problem_job(problem, code, "public") if code.strip() else None for code in codes]
 
     def _sandbox(self) -> Sandbox:
         if self.sandbox is None:
@@ -206,11 +257,7 @@ class MuCodeEnv(gym.Env[dict, str]):
         if unknown:
             raise ValueError(f"unknown reset option(s) {sorted(unknown)}; allowed: 'problem_id', 'problem_index'")
         if "problem_id" in options:
-            pid = options["problem_id"]
-            if pid not in self._by_id:
-                raise UnknownProblemError(f"unknown problem id {pid!r} in {self.config.benchmark}/"
-                                          f"{self.config.split}.{did_you_mean(str(pid), self._by_id)}")
-            self._problem = self._by_id[pid]
+            self._problem = self._by_id[self.resolve_problem_id(options["problem_id"])]
         elif "problem_index" in options:
             index = options["problem_index"]
             if not isinstance(index, (int, np.integer)) or not 0 <= index < len(self.problems):
@@ -252,10 +299,7 @@ class MuCodeEnv(gym.Env[dict, str]):
         self._pending_code = "" if len(action) > self.config.max_action_chars else extract_code(action)
         if not self._pending_code.strip():
             return []
-        sandbox = self._sandbox()
-        problem = self.problem
-        return [sandbox.problem_job(problem, self._pending_code, "public"),
-                sandbox.problem_job(problem, self._pending_code, "private")]
+        return [problem_job(self.problem, self._pending_code, which) for which in ("public", "private")]
 
     def finish_step(self, results: Sequence[ExecResult]) -> tuple[dict, float, bool, bool, dict]:
         """Turn the sandbox results of ``prepare_step``'s jobs into the step's 5-tuple."""
@@ -301,6 +345,40 @@ class MuCodeEnv(gym.Env[dict, str]):
         }
 
 
+def _mucode_envs(envs: Sequence[gym.Env], what: str) -> list[MuCodeEnv]:
+    raw = [env.unwrapped for env in envs]
+    for env in raw:
+        if not isinstance(env, MuCodeEnv):
+            raise TypeError(f"{what} takes MuCode environments, got {type(env).__name__}")
+    if len({id(env._sandbox()) for env in raw}) > 1:
+        raise ValueError(f"{what} needs environments that share one Sandbox (pass the same sandbox=)")
+    return raw
+
+
+def run_public_batch(envs: Sequence[gym.Env], candidates: Sequence[Sequence[str]]) -> list[list[ExecResult]]:
+    """:meth:`MuCodeEnv.run_public` for many environments: every candidate of every env runs on
+    its env's public tests in one sandbox batch. Returns one result list per env.
+
+    Raises:
+        SandboxError: the sandbox itself failed (never turned into a failed candidate).
+    """
+    if len(envs) != len(candidates):
+        raise ValueError(f"got {len(envs)} envs but {len(candidates)} candidate lists")
+    raw = _mucode_envs(envs, "run_public_batch")
+    job_lists = [env._public_jobs(responses) for env, responses in zip(raw, candidates)]
+    flat = [job for jobs in job_lists for job in jobs if job is not None]
+    results = iter(raw[0]._sandbox().execute(flat) if flat else [])
+    no_code = ExecResult(Status.COMPILE_ERROR, message=NO_CODE_FEEDBACK)
+    out = []
+    for env, jobs in zip(raw, job_lists):
+        row = [next(results) if job is not None else no_code for job in jobs]
+        failed = next((r for r in row if r.status is Status.SANDBOX_ERROR), None)
+        if failed is not None:
+            raise SandboxError(f"the sandbox failed on {env.problem.id}: {failed.message}")
+        out.append(row)
+    return out
+
+
 def step_batch(envs: Sequence[gym.Env], actions: Sequence[str]) -> list[tuple[dict, float, bool, bool, dict]]:
     """Step many environments at once, running all their programs in one sandbox batch.
 
@@ -308,14 +386,8 @@ def step_batch(envs: Sequence[gym.Env], actions: Sequence[str]) -> list[tuple[di
     """
     if len(envs) != len(actions):
         raise ValueError(f"got {len(envs)} envs but {len(actions)} actions")
-    raw = [env.unwrapped for env in envs]
-    for env in raw:
-        if not isinstance(env, MuCodeEnv):
-            raise TypeError(f"step_batch takes MuCode environments, got {type(env).__name__}")
+    raw = _mucode_envs(envs, "step_batch")
     job_lists = [env.prepare_step(action) for env, action in zip(raw, actions)]
-    sandboxes = {id(env._sandbox()) for env in raw}
-    if len(sandboxes) > 1:
-        raise ValueError("step_batch needs environments that share one Sandbox (pass the same sandbox=)")
     flat = [job for jobs in job_lists for job in jobs]
     results = raw[0]._sandbox().execute(flat) if flat else []
     out, cursor = [], 0

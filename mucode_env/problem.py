@@ -47,6 +47,15 @@ class TestCase:
     def is_stdio(self) -> bool:
         return not self.exprs and not self.check
 
+    @classmethod
+    def equals(cls, call: str, expected: str) -> "TestCase":
+        """A FUNCTION-style test ``assert <call> == <expected>`` (``expected``: Python source).
+
+        >>> TestCase.equals("f(1)", "2").check
+        'assert _0 == 2'
+        """
+        return cls(f"assert {call} == {expected}", (call,), f"assert _0 == {expected}")
+
 
 @dataclass(frozen=True)
 class Problem:

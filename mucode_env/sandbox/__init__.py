@@ -1,15 +1,17 @@
 """Executing untrusted, model-written programs: a pool of jailed fork servers.
 
+A leaf: it runs :class:`Job` objects (a program and its test cases) and judges them on the host;
+it knows nothing of problems, prompts or feedback (those live in :mod:`mucode_env.problem_jobs`
+and :mod:`mucode_env.feedback`).
+
 See ``docs/ARCHITECTURE.md`` and the module docstrings of ``jail`` (isolation tiers), ``zygote``
 (what happens in the child before the program runs) and ``checking`` (host-side verdicts).
 """
 
-from mucode_env.sandbox.feedback import PASSED_TEXT, TIMEOUT_TEXT, render_feedback
 from mucode_env.sandbox.limits import SandboxLimits
 from mucode_env.sandbox.pool import Job, Sandbox, SandboxConfig
 from mucode_env.sandbox.results import ExecResult, Status, TestOutcome
 
 __all__ = [
-    "ExecResult", "Job", "PASSED_TEXT", "Sandbox", "SandboxConfig", "SandboxLimits", "Status",
-    "TIMEOUT_TEXT", "TestOutcome", "render_feedback",
+    "ExecResult", "Job", "Sandbox", "SandboxConfig", "SandboxLimits", "Status", "TestOutcome",
 ]

@@ -18,7 +18,6 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING
 
 from mucode_env.errors import SandboxError
 from mucode_env.problem import TestCase
@@ -28,8 +27,6 @@ from mucode_env.sandbox.limits import SandboxLimits
 from mucode_env.sandbox.results import ExecResult, Status
 from mucode_env.sandbox.seccomp import child_filter_bpf
 
-if TYPE_CHECKING:
-    from mucode_env.problem import Problem
 
 STARTUP_TIMEOUT_S = 30.0
 REPLY_MARGIN_S = 10.0
@@ -286,21 +283,6 @@ class Sandbox:
     def run(self, code: str, tests: Sequence[TestCase], setup: str = "", limits: SandboxLimits | None = None) -> ExecResult:
         """Run one program on ``tests``."""
         return self.execute([Job(code, tuple(tests), setup, limits)])[0]
-
-    def run_problem(self, problem: "Problem", code: str, which: str = "public",
-                    limits: SandboxLimits | None = None) -> ExecResult:
-        """Run ``code`` on a problem's public or private tests with the problem's time limit."""
-        return self.execute([self.problem_job(problem, code, which, limits)])[0]
-
-    def problem_job(self, problem: "Problem", code: str, which: str = "public",
-                    limits: SandboxLimits | None = None) -> Job:
-        """The Job for ``code`` on ``problem``'s ``which`` ("public" or "private") tests."""
-        if which not in ("public", "private"):
-            raise ValueError(f"which must be 'public' or 'private', got {which!r}")
-        tests = problem.public_tests if which == "public" else problem.private_tests
-        if limits is None:  # the problem's calibrated time limit applies
-            limits = replace(self.config.default_limits, per_test_s=problem.time_limit_s)
-        return Job(code, tests, problem.test_setup, limits)
 
     def execute(self, jobs: Iterable[Job]) -> list[ExecResult]:
         """Run every job, all workers busy; identical jobs run once. Results keep the input order.

@@ -1,20 +1,15 @@
 """Shared fixtures of the agents tests.
 
-Stable names (other agents tests use them): ``tiny_model_dir`` (a saved tiny random causal LM with
-a tokenizer and a chat template) and ``smollm2_gguf`` (the verified SmolLM2-135M GGUF, or skip).
+``smollm2_gguf``: the verified SmolLM2-135M GGUF (skips locally without its package, fails under
+CI=true); ``smollm2_llama``: one llama.cpp policy over it. ``tiny_model_dir`` comes from the root
+conftest.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
-
-_REPO = Path(__file__).resolve().parents[2]
-_SHARED_DATA = _REPO.parent / "shared" / "data"
-if "MUCODE_DATA_DIR" not in os.environ and _SHARED_DATA.is_dir():
-    os.environ["MUCODE_DATA_DIR"] = str(_SHARED_DATA)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -29,15 +24,6 @@ def _few_torch_threads():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory) -> Path:
-    """A tiny randomly initialised Qwen2 causal LM with a BPE tokenizer and a ChatML template."""
-    pytest.importorskip("transformers")
-    from agents.tiny import make_tiny_causal_lm
-
-    return make_tiny_causal_lm(tmp_path_factory.mktemp("tiny") / "qwen2")
 
 
 @pytest.fixture(scope="session")

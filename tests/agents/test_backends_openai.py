@@ -119,7 +119,7 @@ def test_bad_url_and_inside_an_event_loop(server):
 def test_mucode_eval_runs_through_the_server(server, tmp_path, capsys):
     import json
 
-    from mucode_env.cli import main
+    from mucode_cli.main import main
 
     out = tmp_path / "eval"
     code = main(["eval", "--backend", "openai", "--base-url", server, "--limit", "1", "--turns", "1",

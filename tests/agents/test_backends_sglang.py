@@ -10,7 +10,7 @@ from agents.backends import BACKENDS, make_policy
 from agents.backends.base import BackendUnavailableError
 
 
-@pytest.mark.skipif(importlib.util.find_spec("sglang") is not None, reason="sglang is installed")
+@pytest.mark.skipif(importlib.util.find_spec("sglang") is not None, reason="not applicable: sglang is installed, so the missing-engine error cannot be shown")
 def test_missing_sglang_names_the_extra():
     with pytest.raises(ImportError, match=r"pip install 'mucode\[sglang\]'") as info:
         make_policy("sglang", "Qwen/Qwen2.5-Coder-0.5B-Instruct")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 torch = pytest.importorskip("torch")
 
 from agents.backends import make_policy  # noqa: E402
-from agents.backends.transformers import TransformersPolicy, convert_gguf  # noqa: E402
+from agents.backends.transformers import TransformersPolicy  # noqa: E402
+from agents.models.convert import gguf_to_hf  # noqa: E402
 from agents.policy import Policy, SamplingParams  # noqa: E402
 
 SHORT = [{"role": "user", "content": "def add"}]
@@ -77,9 +80,10 @@ def test_factory_builds_it(tiny_model_dir):
 @pytest.mark.slow
 def test_gguf_is_dequantized_once_and_cached(smollm2_gguf, tmp_path):
     pytest.importorskip("gguf", reason="transformers reads GGUF files through the gguf package")
-    first = convert_gguf(smollm2_gguf, tmp_path)
+    first = gguf_to_hf(smollm2_gguf, tmp_path)
     assert (first / "config.json").is_file()
-    assert convert_gguf(smollm2_gguf, tmp_path) == first  # cached: no second conversion
+    assert gguf_to_hf(smollm2_gguf, tmp_path) == first  # cached: no second conversion
+    assert json.loads((first / "source.json").read_text())["gguf"] == str(smollm2_gguf.resolve())
     pol = TransformersPolicy(str(smollm2_gguf), cache_dir=tmp_path)
     (gen,), = pol.generate([[{"role": "user", "content": "Say hi"}]], SamplingParams(max_new_tokens=4))
     assert gen.completion_tokens >= 1

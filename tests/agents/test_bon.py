@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
-from agents.bon import BoNConfig, _pick, accuracy_by_turn, best_of_n
+from agents.bon import BoNConfig, best_of_n, pick
+from agents.episodes import Candidates
 from agents.policy import Generation
-from agents.records import Trajectory, TurnRecord
+from mucode_env.metrics import accuracy_by_turn
 
-DATA_DIR = Path(os.environ.get("MUCODE_DATA_DIR", "/work/shared/data"))
-needs_data = pytest.mark.skipif(not (DATA_DIR / "mbpp.jsonl").is_file(), reason="offline MBPP not available")
 IDS = ("MBPP/11", "MBPP/12")
 WRONG = "```python\ndef nope():\n    return None\n```"
 
@@ -34,10 +30,10 @@ class CandidatePolicy:
 
 
 @pytest.fixture(scope="module")
-def problems():
+def problems(data_dir):
     from mucode_env.datasets import load_problems
 
-    ps = {p.id: p for p in load_problems("mbpp", "test", data_dir=str(DATA_DIR))}
+    ps = {p.id: p for p in load_problems("mbpp", "test", data_dir=str(data_dir))}
     return [ps[i] for i in IDS]
 
 
@@ -49,34 +45,35 @@ def test_pick_rules():
     import random
 
     rng = random.Random(0)
-    assert _pick("pt+lv", [False, True, True], [9.0, 1.0, 2.0], rng) == 2  # public pass first, then verifier
-    assert _pick("pt+lv", [False, False], [1.0, 3.0], rng) == 1  # none pass: verifier
-    assert _pick("lv", [True, False], [1.0, 3.0], rng) == 1
-    assert all(_pick("pt", [False, True, False], None, random.Random(s)) == 1 for s in range(5))
-    picks = {_pick("random", [False] * 4, None, random.Random(s)) for s in range(40)}
+    def c(passed, scores=None):
+        return Candidates(0, 0, "p", [Generation("x")] * len(passed), passed, scores)
+
+    assert pick("pt+lv", c([False, True, True], [9.0, 1.0, 2.0]), rng) == 2  # public pass first, then verifier
+    assert pick("pt+lv", c([False, False], [1.0, 3.0]), rng) == 1  # none pass: verifier
+    assert pick("lv", c([True, False], [1.0, 3.0]), rng) == 1
+    assert all(pick("pt", c([False, True, False]), random.Random(s)) == 1 for s in range(5))
+    picks = {pick("random", c([False] * 4), random.Random(s)) for s in range(40)}
     assert picks == {0, 1, 2, 3}
 
 
-@needs_data
-def test_pt_lv_picks_the_passing_candidate_and_stops(problems):
+def test_pt_lv_picks_the_passing_candidate_and_stops(problems, data_dir):
     table = {p.prompt[:60]: [WRONG, _good(p), WRONG] for p in problems}
     policy = CandidatePolicy(table)
     scores = lambda prompts, responses: [1.0 if r == WRONG else 0.0 for r in responses]  # verifier prefers wrong
     res = best_of_n(policy, "MuCode-MBPP-v0", BoNConfig(n=3, progress=False), verifier=scores,
-                    problem_ids=IDS, split="test", data_dir=str(DATA_DIR))
+                    problem_ids=IDS, split="test", data_dir=str(data_dir))
     assert res.accuracy == 1.0 and res.n_problems == 2
     assert all(len(t.turns) == 1 and t.turns[0].public_passed for t in res.trajectories)
     assert res.accuracy_by_turn == [1.0, 1.0, 1.0]
     assert policy.params[0].temperature == 0.7 and policy.params[0].n == 3
     # LV alone follows the (bad) verifier: never passes, runs all T turns with feedback appended
     res_lv = best_of_n(CandidatePolicy(table), "MuCode-MBPP-v0", BoNConfig(n=3, selector="lv", progress=False),
-                       verifier=scores, problem_ids=IDS, split="test", data_dir=str(DATA_DIR))
+                       verifier=scores, problem_ids=IDS, split="test", data_dir=str(data_dir))
     assert res_lv.accuracy == 0.0
     assert all(len(t.turns) == 3 and t.turns[0].response == WRONG for t in res_lv.trajectories)
 
 
-@needs_data
-def test_multi_turn_feedback_and_greedy_n1_and_repeats(problems):
+def test_multi_turn_feedback_and_greedy_n1_and_repeats(problems, data_dir):
     class SecondTurnRight:
         def __init__(self):
             self.seen = []
@@ -88,7 +85,7 @@ def test_multi_turn_feedback_and_greedy_n1_and_repeats(problems):
 
     pol = SecondTurnRight()
     res = best_of_n(pol, "MuCode-MBPP-v0", BoNConfig(n=1, repeats=2, progress=False), problem_ids=IDS, split="test",
-                    data_dir=str(DATA_DIR))
+                    data_dir=str(data_dir))
     assert pol.seen[0][0].temperature == 0.0  # N = 1: greedy
     assert pol.seen[1][1] == [3, 3] and all(m.startswith("Feedback:\n") for m in pol.seen[1][2])
     assert len(res.trajectories) == 4 and res.accuracy == 1.0
@@ -104,8 +101,6 @@ def test_verifier_required_and_config_validation():
 
 
 def test_accuracy_by_turn_averages_repeats_per_problem():
-    def tr(pid, *oks):
-        return Trajectory(pid, "e", "p", [TurnRecord("r", "c", "f", ok, ok, "") for ok in oks])
-
-    data = [tr("A", False, True), tr("A", False, False, False), tr("B", True)]
-    assert accuracy_by_turn(data, 3) == [0.5, 0.75, 0.75]
+    rewards = [[0.0, 1.0], [0.0, 0.0, 0.0], [1.0]]
+    assert accuracy_by_turn(rewards, 3, problem_ids=["A", "A", "B"]) == [0.5, 0.75, 0.75]
+    assert accuracy_by_turn(rewards, 3) == [1 / 3, 2 / 3, 2 / 3]  # per episode

@@ -109,10 +109,10 @@ def test_best_of_n(problems, selector, data_dir):
 
 
 def test_one_trainer_iteration(problems, tmp_path, tiny_model_dir, data_dir):
-    from agents.expert import ExpertConfig
-    from agents.sft import SFTRunConfig
-    from agents.trainer import MuCodeConfig, MuCodeTrainer, RolloutSettings, ValidationSettings
-    from agents.verifier import VerifierConfig
+    from agents.mucode.expert import ExpertConfig
+    from agents.training.sft import SFTRunConfig
+    from agents.mucode import MuCodeConfig, MuCodeTrainer, RolloutSettings, ValidationSettings
+    from agents.mucode.verifier import VerifierConfig
 
     fast = dict(warmup_ratio=0.0, lr_scheduler_type="constant", progress=False)
     config = MuCodeConfig(

@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 from pathlib import Path
 
 import pytest
 
-from baselines import cli_bench
-from baselines.bench import (
-    BenchConfig,
-    MissingCheckpointError,
-    accuracy_interval,
-    paired_bootstrap,
-    plan_cells,
-    resolve_checkpoint,
-    run_bench,
-)
+from baselines.bench import BenchConfig, MissingCheckpointError, plan_cells, run_bench
 from mucode_env.metrics import wilson_interval
 
 PIDS = [f"P/{i}" for i in range(40)]
@@ -138,18 +128,6 @@ def test_train_mode_uses_the_train_function(tmp_path):
     assert trained == ["rft"]
 
 
-def test_resolve_checkpoint_reads_training_run_directories(tmp_path):
-    run = tmp_path / "mucode"
-    run.mkdir()
-    (run / "best.json").write_text(json.dumps({"generator": "G", "verifier": "V"}))
-    assert resolve_checkpoint(run, "default") == ("G", "V")
-    ppo = tmp_path / "ppo"
-    (ppo / "checkpoint").mkdir(parents=True)
-    (ppo / "checkpoint" / "config.json").write_text("{}")
-    assert resolve_checkpoint(ppo, "default") == (str(ppo / "checkpoint"), "default")
-    assert resolve_checkpoint(tmp_path / "gen", None) == (str(tmp_path / "gen"), None)
-
-
 def test_llama_cpp_backend_gets_checkpoints_exported_to_gguf(tmp_path):
     pytest.importorskip("gguf")
     from agents.tiny import make_tiny_causal_lm
@@ -163,31 +141,6 @@ def test_llama_cpp_backend_gets_checkpoints_exported_to_gguf(tmp_path):
     assert resolve_agent("rft", cfg).model == spec.model  # exported once, then reused
     plain = resolve_agent("rft", BenchConfig(run_dir=str(tmp_path / "b"), checkpoints={"rft": str(gen)}))
     assert plain.model == str(gen) and plain.backend == "transformers"
-
-
-def test_intervals():
-    assert accuracy_interval([1.0, 0.0, 1.0, 1.0]) == wilson_interval(3, 4)
-    lo, hi = accuracy_interval([0.5, 0.7, 0.2, 0.9, 0.4], n_bootstrap=500)
-    assert 0.2 <= lo < 0.54 < hi <= 0.9
-    d = paired_bootstrap({"a": 1.0, "b": 1.0, "c": 0.0, "x": 1.0}, {"a": 0.0, "b": 1.0, "c": 0.0})
-    assert d["n"] == 3 and d["diff"] == pytest.approx(1 / 3) and d["lo"] <= 1 / 3 <= d["hi"]
-    assert paired_bootstrap({"a": 1.0}, {"b": 1.0})["n"] == 0
-
-
-def test_config_validation_and_cli(tmp_path):
-    with pytest.raises(ValueError, match="Did you mean"):
-        BenchConfig(run_dir="x", agents=("mucod",))
-    assert BenchConfig(run_dir="x", agents="instruct, rft").agents == ("instruct", "rft")
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers(dest="command")
-    cli_bench.add_parser(sub)
-    args = parser.parse_args(["bench", "--run-dir", str(tmp_path / "b"), "--agents", "instruct,mucode", "--limit", "5",
-                              "--checkpoint", "mucode=runs/mucode", "--ablations"])
-    cfg = cli_bench._config(args, {})
-    assert cfg.agents == ("instruct", "mucode") and cfg.limit == 5 and cfg.checkpoints == {"mucode": "runs/mucode"}
-    assert cfg.ablations and not cfg.selectors
-    bad = parser.parse_args(["bench", "--run-dir", str(tmp_path / "b"), "--agents", "nope"])
-    assert cli_bench.run(bad) == 2
 
 
 class EchoReferencePolicy:

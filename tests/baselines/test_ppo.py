@@ -23,23 +23,38 @@ def small_config(tmp_path, tiny_dir, **kw) -> PPOConfig:
     return PPOConfig(**base)
 
 
+class ScriptedSampler:
+    """Stands in for the policy's sampler: scripted texts, tokenised as the real sampler reports them."""
+
+    def __init__(self, tokenizer, texts):
+        self.tok, self.texts = tokenizer, iter(texts)
+
+    def generate(self, chats, params):
+        from agents.policy import Generation
+
+        out = []
+        for chat in chats:
+            prompt = self.tok(self.tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=True),
+                              add_special_tokens=False)["input_ids"]
+            text = next(self.texts)
+            body = self.tok(text, add_special_tokens=False)["input_ids"]
+            out.append([Generation(text, len(prompt), len(body), "stop",
+                                   {"prompt_ids": prompt, "completion_ids": body + [self.tok.eos_token_id]})])
+        return out
+
+
 def _weights(path):
     from transformers import AutoModelForCausalLM
 
     return {k: v.clone() for k, v in AutoModelForCausalLM.from_pretrained(path).state_dict().items()}
 
 
-def test_scripted_episode_places_the_reward_on_the_last_policy_token(tmp_path, tiny_dir, sandbox, toy):
-    cfg = small_config(tmp_path, tiny_dir, episodes_per_update=1, problem_ids=("Toy/inc",))
-    trainer = PPOTrainer(cfg, problems=toy, sandbox=sandbox)
+def test_scripted_episode_places_the_reward_on_the_last_policy_token(tmp_path, tiny_model_dir, sandbox, toy_problems):
+    cfg = small_config(tmp_path, tiny_model_dir, episodes_per_update=1, problem_ids=("Toy/inc",))
+    trainer = PPOTrainer(cfg, problems=toy_problems, sandbox=sandbox)
     trainer._setup()
     tok = trainer.tokenizer
-    script = iter([WRONG, RIGHT])
-
-    def scripted(contexts):
-        return [tok(next(script), add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for _ in contexts]
-
-    trainer._generate = scripted
+    trainer.sampler = ScriptedSampler(tok, [WRONG, RIGHT])
     (ep,) = trainer.rollout(0)
     assert [t.public_passed for t in ep.turns] == [False, True]
     assert ep.reward == 1.0 and ep.return_ == 1.0 and ep.done
@@ -47,7 +62,7 @@ def test_scripted_episode_places_the_reward_on_the_last_policy_token(tmp_path, t
     seg = ep.segments[-1]
     # the policy mask covers exactly the two sampled responses (each with its stop token)
     n_policy = sum(s.policy_mask.count(1) for s in ep.segments)
-    assert n_policy == sum(t.completion_tokens for t in ep.turns)
+    assert n_policy == sum(t.completion_tokens + 1 for t in ep.turns)
     # the feedback tokens are context, not actions
     text_ctx = tok.decode([i for s in ep.segments for i, m in zip(s.input_ids, s.policy_mask) if not m])
     assert "Feedback:" in text_ctx and "Test failed" in text_ctx
@@ -56,17 +71,16 @@ def test_scripted_episode_places_the_reward_on_the_last_policy_token(tmp_path, t
     assert seg.policy_mask[-1] == 1
     # the ChatML context of turn 2 extends turn 1's sequence, so the episode is one segment
     assert len(ep.segments) == 1
-    trajs = trainer.trajectories([ep], 0)
+    trajs = trainer.trajectories([ep])
     assert trajs[0].success and trajs[0].prompt.startswith("Write a Python function")
 
 
-def test_invalid_code_penalty_sits_at_each_failed_turn(tmp_path, tiny_dir, sandbox, toy):
-    cfg = small_config(tmp_path, tiny_dir, episodes_per_update=1, problem_ids=("Toy/inc",), invalid_code_penalty=0.2)
-    trainer = PPOTrainer(cfg, problems=toy, sandbox=sandbox)
+def test_invalid_code_penalty_sits_at_each_failed_turn(tmp_path, tiny_model_dir, sandbox, toy_problems):
+    cfg = small_config(tmp_path, tiny_model_dir, episodes_per_update=1, problem_ids=("Toy/inc",),
+                       invalid_code_penalty=0.2)
+    trainer = PPOTrainer(cfg, problems=toy_problems, sandbox=sandbox)
     trainer._setup()
-    tok = trainer.tokenizer
-    trainer._generate = lambda contexts: [tok("no code here", add_special_tokens=False)["input_ids"]
-                                          + [tok.eos_token_id] for _ in contexts]
+    trainer.sampler = ScriptedSampler(trainer.tokenizer, ["no code here"] * 2)
     (ep,) = trainer.rollout(0)
     assert len(ep.turns) == 2 and ep.reward == 0.0 and ep.return_ == pytest.approx(-0.4)
     scores = [v for s in ep.segments for v in s.scores if v]
@@ -74,12 +88,13 @@ def test_invalid_code_penalty_sits_at_each_failed_turn(tmp_path, tiny_dir, sandb
 
 
 @pytest.mark.parametrize("algorithm", ["ppo", "grpo"])
-def test_updates_run_end_to_end_change_the_weights_and_resume(tmp_path, tiny_dir, sandbox, toy, algorithm):
-    cfg = small_config(tmp_path, tiny_dir, algorithm=algorithm, group_size=2,
+def test_updates_run_end_to_end_change_the_weights_and_resume(tmp_path, tiny_model_dir, sandbox, toy_problems,
+                                                              algorithm):
+    cfg = small_config(tmp_path, tiny_model_dir, algorithm=algorithm, group_size=2,
                        kl_estimator="k3" if algorithm == "grpo" else "k1", entropy_coef=0.01)
-    path = PPOTrainer(cfg, problems=toy, sandbox=sandbox).train()
+    path = PPOTrainer(cfg, problems=toy_problems, sandbox=sandbox).train()
     assert path == tmp_path / "run" / CHECKPOINT_DIR
-    before, after = _weights(tiny_dir), _weights(path)
+    before, after = _weights(tiny_model_dir), _weights(path)
     assert any(not torch.equal(before[k], after[k]) for k in before)
     rows = [json.loads(line) for line in (tmp_path / "run" / LOG_FILE).read_text().splitlines()]
     assert [r["update"] for r in rows] == [0, 1]
@@ -88,13 +103,13 @@ def test_updates_run_end_to_end_change_the_weights_and_resume(tmp_path, tiny_dir
     state = json.loads((path / "trainer_state.json").read_text())
     assert state["update"] == 2
     # resume: one more update continues from the checkpoint
-    more = PPOTrainer(PPOConfig(**{**cfg.__dict__, "total_updates": 3}), problems=toy, sandbox=sandbox)
+    more = PPOTrainer(PPOConfig(**{**cfg.__dict__, "total_updates": 3}), problems=toy_problems, sandbox=sandbox)
     more.train()
     rows = [json.loads(line) for line in (tmp_path / "run" / LOG_FILE).read_text().splitlines()]
     assert [r["update"] for r in rows] == [0, 1, 2]
     # a different configuration refuses to resume from this checkpoint
     with pytest.raises(ValueError, match="different configuration"):
-        PPOTrainer(PPOConfig(**{**cfg.__dict__, "learning_rate": 0.5}), problems=toy,
+        PPOTrainer(PPOConfig(**{**cfg.__dict__, "learning_rate": 0.5}), problems=toy_problems,
                    sandbox=sandbox).train()
 
 

@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import pytest
 import torch
 
 import mucode_env
-from agents.expert import ExpertConfig, select_experts
+from agents.mucode.expert import ExpertConfig, select_experts
 from agents.scripted import ScriptedPolicy
 from agents.records import Trajectory, TurnRecord
-from agents.relabel import relabel
+from agents.mucode.relabel import relabel
 from baselines.rft import RFTConfig, RFTTrainer, build_rft_dataset
 
 torch.set_num_threads(1)
 
-DATA_DIR = Path(os.environ.get("MUCODE_DATA_DIR", "/work/shared/data"))
-needs_data = pytest.mark.skipif(not (DATA_DIR / "mbpp.jsonl").is_file(), reason="offline MBPP not available")
 
 
 def turn(response: str, ok: bool, public: bool | None = None) -> TurnRecord:
@@ -100,20 +96,19 @@ def test_config_validation_and_presets():
     assert RFTConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
 
 
-@needs_data
-def test_rft_trainer_one_iteration_end_to_end(tmp_path, tiny_dir):
-    from agents.sft import SFTRunConfig
-    from agents.trainer import RolloutSettings, ValidationSettings
-    from agents.verifier import VerifierConfig
+def test_rft_trainer_one_iteration_end_to_end(tmp_path, tiny_model_dir, data_dir):
+    from agents.training.sft import SFTRunConfig
+    from agents.mucode import RolloutSettings, ValidationSettings
+    from agents.mucode.verifier import VerifierConfig
     from mucode_env.datasets import load_problems
 
     ids = ("MBPP/602", "MBPP/603")
-    problems = {p.id: p for p in load_problems("mbpp", "train", data_dir=str(DATA_DIR))}
+    problems = {p.id: p for p in load_problems("mbpp", "train", data_dir=str(data_dir))}
     sols = {problems[i].prompt[:60]: problems[i].reference_solution for i in ids}
     fast = dict(warmup_ratio=0.0, lr_scheduler_type="constant", progress=False)
     cfg = RFTConfig(
-        run_dir=str(tmp_path / "rft"), env_id="MuCode-MBPP-v0", train_problem_ids=ids, data_dir=str(DATA_DIR),
-        generator=str(tiny_dir), rollout_backend="scripted", iterations=1,
+        run_dir=str(tmp_path / "rft"), env_id="MuCode-MBPP-v0", train_problem_ids=ids, data_dir=str(data_dir),
+        generator=str(tiny_model_dir), rollout_backend="scripted", iterations=1,
         rollout=RolloutSettings(rollouts_per_problem=2, max_new_tokens=8, max_turns=2, max_live_episodes=8),
         verifier=VerifierConfig(pairs_per_prompt=2, learning_rate=1e-3, epochs=1, batch_size=4, per_device_batch_size=4,
                                 max_length=1024, **fast),
@@ -132,7 +127,7 @@ def test_rft_trainer_one_iteration_end_to_end(tmp_path, tiny_dir):
 
     # a second RFT run (reference variant) shares the first run's rollouts and verifier: it must
     # not roll out or train a verifier again, and it trains on the very same trajectories
-    from agents.trainer import share_stages
+    from agents.mucode import share_stages
 
     def no_rollouts(model, backend):
         raise AssertionError("shared rollouts must not be redone")
@@ -151,7 +146,7 @@ def test_rft_trainer_one_iteration_end_to_end(tmp_path, tiny_dir):
 
 
 def test_share_stages_refuses_unfinished_or_unknown_stages(tmp_path):
-    from agents.trainer import share_stages
+    from agents.mucode import share_stages
 
     src = tmp_path / "src" / "iter1"
     (src / "rollouts").mkdir(parents=True)

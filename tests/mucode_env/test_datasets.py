@@ -15,15 +15,10 @@ from mucode_env.datasets.literals import run_check
 from mucode_env.errors import DatasetError
 from mucode_env.problem import IOStyle
 
-DATA_DIR = Path("/work/shared/data")
-
-pytestmark = pytest.mark.skipif(not DATA_DIR.is_dir(), reason="offline data not available")
-
 
 @pytest.fixture(autouse=True)
-def data_dir(monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("MUCODE_DATA_DIR", str(DATA_DIR))
-    return DATA_DIR
+def _offline_data(monkeypatch: pytest.MonkeyPatch, data_dir: Path) -> None:
+    monkeypatch.setenv("MUCODE_DATA_DIR", str(data_dir))
 
 
 def test_assert_to_test_lifts_outermost_solution_calls() -> None:
@@ -79,9 +74,9 @@ def test_missing_data_says_to_set_env_var(monkeypatch: pytest.MonkeyPatch, tmp_p
         load_problems("mbpp", data_dir=tmp_path)
 
 
-def test_data_dir_argument_beats_env_var(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_data_dir_argument_beats_env_var(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, data_dir: Path) -> None:
     monkeypatch.setenv("MUCODE_DATA_DIR", str(tmp_path))
-    assert len(load_problems("mbpp", "prompt", data_dir=DATA_DIR, source="local")) == 10
+    assert len(load_problems("mbpp", "prompt", data_dir=data_dir, source="local")) == 10
     with pytest.raises(DatasetError, match=str(tmp_path)):
         load_problems("mbpp", "prompt", source="local")
 

@@ -12,26 +12,22 @@ from mucode_env.datasets import load_problems
 from mucode_env.datasets.check_replay import CHECK_DISPLAY
 from mucode_env.datasets.literals import run_check
 
-DATA_DIR = Path("/work/shared/data")
 _spec = importlib.util.spec_from_file_location(
     "datasets_evaluator", Path(__file__).with_name("datasets_evaluator.py")
 )
 evaluator = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(evaluator)
 
-needs_data = pytest.mark.skipif(not DATA_DIR.is_dir(), reason="offline data not available")
-
 
 @pytest.fixture(autouse=True)
-def data_dir(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MUCODE_DATA_DIR", str(DATA_DIR))
+def _offline_data(monkeypatch: pytest.MonkeyPatch, data_dir: Path) -> None:
+    monkeypatch.setenv("MUCODE_DATA_DIR", str(data_dir))
 
 
 def _mbpp_all() -> dict[str, object]:
     return {p.id: p for s in ("prompt", "test", "validation", "train") for p in load_problems("mbpp", s)}
 
 
-@needs_data
 def test_mbpp_reference_sample_passes() -> None:
     problems = _mbpp_all()
     # setup-code tasks, dict-subclass returns, a host-side `sys` check, challenge tests
@@ -41,7 +37,6 @@ def test_mbpp_reference_sample_passes() -> None:
         assert all(evaluator.evaluate_problem(problem, problem.reference_solution)), problem_id
 
 
-@needs_data
 def test_mbpp_wrong_solution_fails() -> None:
     problem = _mbpp_all()["MBPP/11"]
     wrong = "def remove_Occ(s, ch):\n    return s\n"
@@ -53,7 +48,6 @@ def test_mbpp_wrong_solution_fails() -> None:
     assert not any(evaluator.evaluate_problem(problem, always_equal))
 
 
-@needs_data
 @pytest.mark.slow
 def test_mbpp_all_references_pass() -> None:
     failures = []

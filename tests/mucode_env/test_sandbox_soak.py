@@ -24,9 +24,6 @@ BATCH = 200
 RSS_GROWTH_LIMIT = 8 << 20  # bytes per zygote over the whole soak
 
 
-def T(call: str, expected: str) -> TestCase:
-    return TestCase(f"assert {call} == {expected}", (call,), f"assert _0 == {expected}")
-
 
 def _zygotes(sandbox: Sandbox) -> list:
     found = []
@@ -73,7 +70,7 @@ PROGRAMS = [
 def _job(i: int) -> Job:
     code, expected = PROGRAMS[i % len(PROGRAMS)]
     # distinct code per execution so that nothing is served from the cache
-    return Job(code + f"# {i}\n", (T(f"f({i})", expected(i)),), limits=SandboxLimits(per_test_s=2.0))
+    return Job(code + f"# {i}\n", (TestCase.equals(f"f({i})", expected(i)),), limits=SandboxLimits(per_test_s=2.0))
 
 
 def test_ten_thousand_executions_leak_nothing():
@@ -93,7 +90,7 @@ def test_ten_thousand_executions_leak_nothing():
             for code in ("def f():\n    while True:\n        pass\n# %d\n" % done,
                          "import os\nos.fork()\n# %d\n" % done,
                          "def f():\n    return bytearray(10**10)\n# %d\n" % done):
-                sandbox.run(code, [T("f()", "1")], limits=SandboxLimits(per_test_s=0.05, total_s=0.5))
+                sandbox.run(code, [TestCase.equals("f()", "1")], limits=SandboxLimits(per_test_s=0.05, total_s=0.5))
         after = _snapshot(sandbox)
         assert Status.SANDBOX_ERROR not in statuses
         assert statuses[Status.PASSED] > N_EXECUTIONS // 3

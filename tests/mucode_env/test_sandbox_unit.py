@@ -14,21 +14,16 @@ import pytest
 
 from mucode_env.errors import SandboxError
 from mucode_env.problem import TestCase
-from mucode_env.sandbox import (
-    PASSED_TEXT, TIMEOUT_TEXT, ExecResult, Job, Sandbox, SandboxConfig, SandboxLimits, Status, TestOutcome,
-    render_feedback,
-)
+from mucode_env.feedback import render_feedback
+from mucode_env.sandbox import ExecResult, Job, Sandbox, SandboxConfig, SandboxLimits, Status
 from mucode_env.sandbox import jail
 from mucode_env.sandbox.checking import (
     DecodeError, decode_value, judge_call, judge_stdio, parse_records, run_check, short_repr, stdout_matches,
 )
 from mucode_env.sandbox.sanitize import sanitize_output
 
-linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the fork server needs Linux")
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="not applicable: the fork server needs Linux")
 
-
-def T(call: str, expected: str) -> TestCase:
-    return TestCase(f"assert {call} == {expected}", (call,), f"assert _0 == {expected}")
 
 
 def _load_zygote():
@@ -129,7 +124,7 @@ def test_stdout_matches(got, expected, same):
 
 
 def test_run_check_passes_fails_and_survives_exploding_comparisons():
-    assert run_check(T("f()", "[1, 2]"), [[1, 2]]) == (True, "")
+    assert run_check(TestCase.equals("f()", "[1, 2]"), [[1, 2]]) == (True, "")
     ok, message = run_check(TestCase("d", ("f()",), "assert _0 == 3, 'custom'"), [4])
     assert not ok and message == "custom"
     ok, message = run_check(TestCase("d", ("f()",), "assert math.isclose(_0, 1.0)"), ["x"])
@@ -161,7 +156,7 @@ def _record(t, **kw):
     (_run(), Status.NOT_RUN),
 ])
 def test_judge_call_run_level_statuses(run, status):
-    result = judge_call([T("f(1)", "2"), T("f(2)", "3")], run, 256, 8, 2.0)
+    result = judge_call([TestCase.equals("f(1)", "2"), TestCase.equals("f(2)", "3")], run, 256, 8, 2.0)
     assert result.status is status
     assert [t.status for t in result.tests] == [status, status]
 
@@ -176,7 +171,7 @@ def test_judge_call_mixes_records_and_keeps_the_first_failure():
         _record(5, ok=False, kind="error", etype="PermissionError", emsg="[Errno 1] Operation not permitted", tb=""),
         _record(6, ok=False, kind="error", etype="PermissionError", emsg="[Errno 13] Permission denied: '/x'", tb=""),
     ])
-    tests = [T(f"f({i})", str(i + 2)) for i in range(7)]
+    tests = [TestCase.equals(f"f({i})", str(i + 2)) for i in range(7)]
     result = judge_call(tests, _run(records=records), 256, 8, 2.0)
     assert [t.status for t in result.tests] == [
         Status.PASSED, Status.WRONG_ANSWER, Status.TIMEOUT, Status.MEMORY_LIMIT, Status.WRONG_ANSWER,
@@ -190,7 +185,7 @@ def test_judge_call_mixes_records_and_keeps_the_first_failure():
 def test_judge_call_load_failure_marks_every_test_not_run():
     records = _record(-1, ok=False, kind="compile", etype="SyntaxError", emsg="invalid syntax",
                       tb='  File "solution.py", line 1\n    def f(:\nSyntaxError: invalid syntax\n')
-    result = judge_call([T("f()", "1")] * 3, _run(records=records), 256, 8, 2.0)
+    result = judge_call([TestCase.equals("f()", "1")] * 3, _run(records=records), 256, 8, 2.0)
     assert result.status is Status.COMPILE_ERROR
     assert [t.status for t in result.tests] == [Status.NOT_RUN] * 3
     assert "SyntaxError" in result.extra["traceback"]
@@ -213,39 +208,6 @@ def test_sanitize_output():
     assert clean.startswith("red ok\n\ufffd")
     assert clean.count("same") == 20 and "[repeated lines omitted]" in clean
     assert "\x1b" not in clean and "\x00" not in clean
-
-
-# ---- feedback -----------------------------------------------------------------------------------
-def test_feedback_renders_each_kind_of_failure():
-    tests = [T("f(1)", "2"), T("f(2)", "3")]
-    assert render_feedback(ExecResult(Status.PASSED), tests) == PASSED_TEXT
-    wrong = ExecResult(Status.WRONG_ANSWER, (TestOutcome(Status.PASSED, got="2"),
-                                             TestOutcome(Status.WRONG_ANSWER, got="4", message="")),
-                       output="debug line\n")
-    text = render_feedback(wrong, tests)
-    assert "Test failed: assert f(2) == 3" in text and "Your code returned: 4" in text
-    assert "assert f(1) == 2" not in text and "debug line" in text
-    timeout = ExecResult(Status.TIMEOUT, (TestOutcome(Status.TIMEOUT), TestOutcome(Status.NOT_RUN)))
-    assert render_feedback(timeout, tests) == TIMEOUT_TEXT + " on test: assert f(1) == 2"
-    compile_error = ExecResult(Status.COMPILE_ERROR, (TestOutcome(Status.NOT_RUN),) * 2, message="SyntaxError: x",
-                               extra={"traceback": "SyntaxError: invalid syntax"})
-    assert render_feedback(compile_error, tests) == "SyntaxError: invalid syntax"
-    error = ExecResult(Status.RUNTIME_ERROR, (TestOutcome(Status.RUNTIME_ERROR, message="ZeroDivisionError: x",
-                                                          traceback="Traceback...\nZeroDivisionError: x"),
-                                              TestOutcome(Status.PASSED)))
-    assert "ZeroDivisionError" in render_feedback(error, tests)
-
-
-def test_feedback_is_bounded_and_refuses_sandbox_errors():
-    tests = [T(f"f({i})", "0") for i in range(100)]
-    result = ExecResult(Status.WRONG_ANSWER, tuple(TestOutcome(Status.WRONG_ANSWER, got="x" * 200) for _ in tests),
-                        output="y" * 10000)
-    text = render_feedback(result, tests, max_chars=500)
-    assert len(text) <= 500 and text.endswith("[truncated]")
-    with pytest.raises(ValueError):
-        render_feedback(ExecResult(Status.SANDBOX_ERROR), tests)
-    with pytest.raises(ValueError):
-        render_feedback(result, tests, max_chars=10)
 
 
 # ---- limits, config, jobs ----------------------------------------------------------------------
@@ -274,10 +236,10 @@ def test_config_validation(kwargs):
 
 def test_job_validation():
     with pytest.raises(ValueError):
-        Job("x", (T("f()", "1"), TestCase("stdin", stdin="1", expected_stdout="1")))
+        Job("x", (TestCase.equals("f()", "1"), TestCase("stdin", stdin="1", expected_stdout="1")))
     with pytest.raises(TypeError):
         Job(b"print(1)", ())  # type: ignore[arg-type]
-    assert Job("x", [T("f()", "1")]).tests == (T("f()", "1"),)
+    assert Job("x", [TestCase.equals("f()", "1")]).tests == (TestCase.equals("f()", "1"),)
     limits = SandboxLimits()
     assert Job("a", ()).cache_key(limits) != Job("b", ()).cache_key(limits)
     assert Job("a", ()).cache_key(limits) != Job("a", ()).cache_key(SandboxLimits(per_test_s=1.0))
@@ -309,7 +271,7 @@ def test_wipe_never_follows_symlinks_and_gives_up_on_deep_trees(tmp_path):
 @pytest.fixture(scope="module")
 def process_sb():
     if not sys.platform.startswith("linux"):
-        pytest.skip("the fork server needs Linux")
+        pytest.skip("not applicable: the fork server needs Linux")
     with Sandbox(SandboxConfig(tier="process", n_workers=1, preload=())) as sandbox:
         yield sandbox
 
@@ -317,17 +279,17 @@ def process_sb():
 @linux_only
 def test_process_tier_runs_and_switches_uid(process_sb):
     assert process_sb.tier == "process"
-    result = process_sb.run("import os\ndef f(x):\n    return [x + 1, os.getuid()]\n", [T("f(1)", "[2, 20000]")],
+    result = process_sb.run("import os\ndef f(x):\n    return [x + 1, os.getuid()]\n", [TestCase.equals("f(1)", "[2, 20000]")],
                             limits=SandboxLimits(per_test_s=2.0))
     expected = Status.PASSED if os.geteuid() == 0 else Status.WRONG_ANSWER
     assert result.status is expected
-    fork = process_sb.run("import os\nos.fork()\ndef f():\n    return 1\n", [T("f()", "1")])
+    fork = process_sb.run("import os\nos.fork()\ndef f():\n    return 1\n", [TestCase.equals("f()", "1")])
     assert fork.status is Status.RUNTIME_ERROR  # seccomp still applies without the jail
 
 
 @linux_only
 def test_identical_jobs_in_a_batch_run_once_and_later_hit_the_cache(process_sb):
-    job = Job("def f(x):\n    return x * 3\n# cache test\n", (T("f(2)", "6"),))
+    job = Job("def f(x):\n    return x * 3\n# cache test\n", (TestCase.equals("f(2)", "6"),))
     before = dict(process_sb.stats)
     results = process_sb.execute([job, job, job])
     assert [r.status for r in results] == [Status.PASSED] * 3
@@ -343,7 +305,7 @@ def test_identical_jobs_in_a_batch_run_once_and_later_hit_the_cache(process_sb):
 @linux_only
 def test_cache_can_be_disabled():
     with Sandbox(SandboxConfig(tier="process", n_workers=1, preload=(), cache_size=0)) as sandbox:
-        job = Job("def f():\n    return 1\n", (T("f()", "1"),))
+        job = Job("def f():\n    return 1\n", (TestCase.equals("f()", "1"),))
         results = sandbox.execute([job, job]) + sandbox.execute([job])
         assert [r.cache_hit for r in results] == [False, True, False]  # in-batch dedup still applies
         assert sandbox.stats["executions"] == 2
@@ -362,14 +324,14 @@ def test_starved_timeouts_are_retried_once_and_busy_or_sleeping_ones_are_not(pro
     pool_judge = pool.judge_call
     monkeypatch.setattr(pool, "judge_call", recording_judge)
     limits = SandboxLimits(per_test_s=0.3, total_s=0.9)
-    sleeper = process_sb.run("import time\ndef f():\n    time.sleep(5)\n", [T("f()", "1")], limits=limits)
+    sleeper = process_sb.run("import time\ndef f():\n    time.sleep(5)\n", [TestCase.equals("f()", "1")], limits=limits)
     assert sleeper.status is Status.TIMEOUT
     # the kernel's run-queue wait tells a sleeping program (no wait) from a starved one
     assert sleeper.run_delay_ms is not None and sleeper.run_delay_ms < 0.5 * sleeper.wall_ms
     assert len(attempts) == 1  # sleeping is the program's own doing: the timeout is final
     for code in ("def f():\n    while True:\n        pass\n", "def f():\n    return 1\n"):
         attempts.clear()
-        process_sb.run(code, [T("f()", "2")], limits=limits)
+        process_sb.run(code, [TestCase.equals("f()", "2")], limits=limits)
         first = attempts[0]
         assert first.run_delay_ms is not None and 0 <= first.run_delay_ms <= first.wall_ms + 1
         # a busy timeout is final; only a load-starved one (possible on a shared machine) is retried
@@ -391,7 +353,7 @@ def test_starved_reads_the_run_queue_wait_and_falls_back_to_cpu_share():
 
 @linux_only
 def test_bwrap_jail_reports_the_run_queue_wait(sandbox):
-    result = sandbox.run("def f():\n    return sum(range(10**6))\n", [T("f()", str(sum(range(10**6))))])
+    result = sandbox.run("def f():\n    return sum(range(10**6))\n", [TestCase.equals("f()", str(sum(range(10**6))))])
     assert result.passed and result.run_delay_ms is not None and result.run_delay_ms >= 0
 
 
@@ -399,7 +361,7 @@ def test_bwrap_jail_reports_the_run_queue_wait(sandbox):
 def test_retry_of_starved_timeouts_can_be_disabled():
     config = SandboxConfig(tier="process", n_workers=1, preload=(), retry_starved_timeouts=False)
     with Sandbox(config) as sandbox:
-        result = sandbox.run("import time\ndef f():\n    time.sleep(5)\n", [T("f()", "1")],
+        result = sandbox.run("import time\ndef f():\n    time.sleep(5)\n", [TestCase.equals("f()", "1")],
                              limits=SandboxLimits(per_test_s=0.2, total_s=0.6))
         assert result.status is Status.TIMEOUT and sandbox.stats["retries"] == 0
 
@@ -410,7 +372,7 @@ def test_tier_none_warns_and_still_runs():
         sandbox = Sandbox(SandboxConfig(tier="none", n_workers=1, preload=()))
     with sandbox:
         assert sandbox.tier == "none"
-        assert sandbox.run("def f():\n    return 1\n", [T("f()", "1")]).status is Status.PASSED
+        assert sandbox.run("def f():\n    return 1\n", [TestCase.equals("f()", "1")]).status is Status.PASSED
 
 
 @linux_only
@@ -420,7 +382,7 @@ def test_auto_tier_falls_back_to_process_with_a_warning(monkeypatch):
         sandbox = Sandbox(SandboxConfig(tier="auto", n_workers=1, preload=()))
     with sandbox:
         assert sandbox.tier == "process"
-        assert sandbox.run("def f():\n    return 1\n", [T("f()", "1")]).status is Status.PASSED
+        assert sandbox.run("def f():\n    return 1\n", [TestCase.equals("f()", "1")]).status is Status.PASSED
 
 
 @linux_only
@@ -450,7 +412,7 @@ def test_worker_that_dies_on_every_request_gives_sandbox_error_not_a_model_failu
         worker = sandbox._workers[0]
         worker.spec.argv[:] = [sys.executable, "-c", DIES_ON_REQUEST]
         worker.kill()
-        job = Job("def f():\n    return 1\n", (T("f()", "1"),))
+        job = Job("def f():\n    return 1\n", (TestCase.equals("f()", "1"),))
         result = sandbox.execute([job])[0]
         assert result.status is Status.SANDBOX_ERROR
         assert "retried" in result.message and not result.passed
@@ -468,7 +430,7 @@ def test_worker_that_cannot_start_gives_sandbox_error():
         worker = sandbox._workers[0]
         worker.spec.argv[:] = [sys.executable, "-c", "import sys; sys.exit(1)"]
         worker.kill()
-        result = sandbox.run("def f():\n    return 1\n", [T("f()", "1")])
+        result = sandbox.run("def f():\n    return 1\n", [TestCase.equals("f()", "1")])
         assert result.status is Status.SANDBOX_ERROR
         assert "failed to start" in result.message
 
@@ -482,7 +444,7 @@ def test_empty_jobs_closed_sandbox_and_bad_arguments():
     sandbox.close()
     sandbox.close()
     with pytest.raises(SandboxError):
-        sandbox.run("def f():\n    return 1\n", [T("f()", "1")])
+        sandbox.run("def f():\n    return 1\n", [TestCase.equals("f()", "1")])
 
 
 @linux_only
@@ -493,5 +455,5 @@ def test_two_process_tier_pools_in_one_process_do_not_share_scratch():
         with Sandbox(config) as second:
             assert first._workers[0].spec.config["scratch_root"] != second._workers[0].spec.config["scratch_root"]
             for sandbox in (first, second, first, second):
-                assert sandbox.run(code, [T("f()", "['x']")]).status is Status.PASSED
-        assert first.run(code, [T("f()", "['x']")]).status is Status.PASSED  # closing one spares the other
+                assert sandbox.run(code, [TestCase.equals("f()", "['x']")]).status is Status.PASSED
+        assert first.run(code, [TestCase.equals("f()", "['x']")]).status is Status.PASSED  # closing one spares the other

@@ -1,0 +1,350 @@
+"""The one episode engine: a policy plays multi-turn episodes in MuCode environments.
+
+Every path that plays episodes runs here: rollouts (:mod:`agents.rollout`, with storage and
+resume), evaluation (:mod:`agents.evaluate`), multi-turn Best-of-N (:mod:`agents.bon`), the µCODE
+trainer's rollout and validation stages and the RLEF-style PPO (token capture).
+
+Each round, every live episode's chat goes to the policy in ONE ``generate`` call, and all their
+programs run in ONE sandbox batch (:func:`mucode_env.step_batch`). Hooks cover what the callers
+differ in:
+
+- ``n`` candidates per turn and a ``select`` function (Best-of-N): candidates first run on the
+  public tests in one batch (:func:`mucode_env.run_public_batch`), optionally scored by a
+  verifier, and the selected one is the action;
+- ``max_live``: how many episodes are in flight; finished ones are replaced from the queue
+  (rollouts), or all start together and advance in lock-step (``None``: Best-of-N, PPO);
+- ``on_turn``: sees every executed turn with the generation behind it (PPO keeps the tokens);
+- ``on_done``: sees every finished trajectory (the rollout store writes it); ``on_round`` runs
+  after every round.
+
+Seeds: ``sampling(call)`` gives the parameters (seed included) of the ``call``-th generate call;
+every seed in the project is :func:`derive_seed` of the run's seed and named parts.
+
+>>> trajs = play_episodes(policy, env_factory, [EpisodeSpec("MBPP/11")],
+...                       sampling=lambda call: SamplingParams(seed=derive_seed(0, "turn", call)))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from agents.policy import Generation, Policy, SamplingParams
+from agents.records import Trajectory, TurnRecord
+
+__all__ = [
+    "Candidates", "EpisodeSpec", "EpisodeStats", "ScoreFn", "Selector", "StepOutcome", "derive_seed",
+    "play_episodes",
+]
+
+ScoreFn = Callable[[Sequence[str], Sequence[str]], list[float]]
+
+
+def derive_seed(*parts: Any) -> int:
+    """A 31-bit seed derived from ``parts`` (stable across runs, processes and platforms).
+
+    >>> derive_seed(0, "turn", 1) == derive_seed(0, "turn", 1) != derive_seed(0, "turn", 2)
+    True
+    """
+    digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "little") & 0x7FFFFFFF
+
+
+@dataclass(frozen=True)
+class EpisodeSpec:
+    """One episode to play: a problem and which of its samples this is."""
+
+    problem_id: str
+    sample_index: int = 0
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """What a selector sees for one episode at one turn.
+
+    Attributes:
+        episode: the episode's index in the run (position in ``specs``).
+        turn: 0-based turn.
+        prompt: the problem's first user message.
+        generations: the ``n`` sampled candidates.
+        public_passed: per candidate, whether it passes the public tests.
+        scores: per candidate, the verifier's score (None without a score function).
+    """
+
+    episode: int
+    turn: int
+    prompt: str
+    generations: list[Generation]
+    public_passed: list[bool]
+    scores: list[float] | None
+
+
+Selector = Callable[[Candidates], int]
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """An executed turn as ``on_turn`` sees it: the env's 5-tuple and the generation behind it."""
+
+    episode: int
+    spec: EpisodeSpec
+    generation: Generation
+    observation: dict
+    reward: float
+    terminated: bool
+    truncated: bool
+    info: dict
+
+
+@dataclass
+class EpisodeStats:
+    """Throughput of one run (only the episodes played in this run, not resumed ones)."""
+
+    episodes: int = 0
+    resumed_episodes: int = 0
+    generation_calls: int = 0
+    generations: int = 0  # sampled responses, every candidate included
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    executions: int = 0  # programs sent to the sandbox: executed turns and candidates with code
+    generation_s: float = 0.0
+    execution_s: float = 0.0
+    verifier_s: float = 0.0
+    verifier_programs: int = 0
+    wall_s: float = 0.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.completion_tokens / self.generation_s if self.generation_s > 0 else 0.0
+
+    @property
+    def executions_per_s(self) -> float:
+        return self.executions / self.execution_s if self.execution_s > 0 else 0.0
+
+    @property
+    def episodes_per_min(self) -> float:
+        return 60.0 * self.episodes / self.wall_s if self.wall_s > 0 else 0.0
+
+    @property
+    def verifier_programs_per_s(self) -> float:
+        return self.verifier_programs / self.verifier_s if self.verifier_s > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "tokens_per_s": self.tokens_per_s, "executions_per_s": self.executions_per_s,
+                "episodes_per_min": self.episodes_per_min, "verifier_programs_per_s": self.verifier_programs_per_s}
+
+
+@dataclass
+class _Live:
+    index: int
+    spec: EpisodeSpec
+    env: Any
+    obs: dict
+    turns: list[TurnRecord] = field(default_factory=list)
+
+
+def _accepts_progress(policy: Policy) -> bool:
+    try:
+        return "progress" in inspect.signature(policy.generate).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+class _Progress:
+    """A tqdm bar of finished episodes whose postfix shows the generations and tokens of the turn
+    in flight (a first turn of many episodes takes minutes on a CPU)."""
+
+    def __init__(self, enabled: bool, total: int, initial: int, desc: str) -> None:
+        self.bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, desc=desc, unit="ep")
+        self.turn_total = 0
+        self.turn_tokens = 0
+
+    def start_turn(self, turn: int, generations: int) -> None:
+        self.turn, self.turn_total, self.turn_done, self.turn_tokens = turn, generations, 0, 0
+        self._show()
+
+    def generated(self, done: int, tokens: int) -> None:
+        """The policy's progress hook: ``done`` generations and ``tokens`` new tokens so far."""
+        self.turn_done, self.turn_tokens = done, tokens
+        self._show()
+
+    def _show(self) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"round {self.turn + 1}: {self.turn_done}/{self.turn_total} generations, "
+                                     f"{self.turn_tokens} tokens")
+
+    def finished(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def play_episodes(
+    policy: Policy,
+    env_factory: Callable[[], Any],
+    specs: Sequence[EpisodeSpec],
+    *,
+    sampling: Callable[[int], SamplingParams],
+    n: int = 1,
+    select: Selector | None = None,
+    score_fn: ScoreFn | None = None,
+    max_live: int | None = None,
+    on_turn: Callable[[StepOutcome], None] | None = None,
+    on_done: Callable[[Trajectory], None] | None = None,
+    on_round: Callable[[EpisodeStats], None] | None = None,
+    stats: EpisodeStats | None = None,
+    env_id: str = "",
+    seed: int = 0,
+    sampling_record: dict[str, Any] | None = None,
+    policy_name: str | None = None,
+    progress: bool = False,
+    progress_total: int | None = None,
+    progress_desc: str = "episodes",
+) -> list[Trajectory]:
+    """Play one episode per spec and return the trajectories in spec order.
+
+    Args:
+        policy: the generator (:class:`agents.policy.Policy`).
+        env_factory: makes a MuCode environment that can reset to any spec's problem; all of them
+            must share one sandbox (the default shared one, or the same ``sandbox=``).
+            Environments are reused across episodes.
+        specs: the episodes.
+        sampling: ``call -> SamplingParams`` of the ``call``-th generate call (its ``n`` is
+            replaced by ``n``).
+        n: candidates per turn; with ``n > 1`` a ``select`` function is required.
+        select: picks the executed candidate (see :class:`Candidates`).
+        score_fn: ``score(prompts, responses)``; when given, candidates are scored for ``select``.
+        max_live: episodes in flight (None: all at once, in lock-step).
+        on_turn / on_done / on_round: hooks (see the module docstring).
+        stats: accumulates throughput (a fresh one when None).
+        env_id, seed, sampling_record, policy_name: recorded in every :class:`Trajectory`.
+        progress: show a progress bar; ``progress_total`` (default ``len(specs)``) and
+            ``progress_desc`` set its total and label (resumed episodes count as done).
+
+    Raises:
+        ValueError: ``n > 1`` without ``select``, or a policy that returns the wrong number of
+            generations.
+        SandboxError: the sandbox itself failed.
+    """
+    from mucode_env import step_batch, to_messages
+
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    if n > 1 and select is None:
+        raise ValueError("n > 1 candidates per turn needs a select function")
+    if max_live is not None and max_live < 1:
+        raise ValueError(f"max_live must be >= 1 or None, got {max_live}")
+    stats = stats if stats is not None else EpisodeStats()
+    name = policy_name if policy_name is not None else str(getattr(policy, "name", type(policy).__name__))
+    record = dict(sampling_record) if sampling_record is not None else asdict(sampling(0))
+    hook = _accepts_progress(policy)
+    total = progress_total if progress_total is not None else len(specs)
+    bar = _Progress(progress, total, total - len(specs), progress_desc)
+    width = max_live or max(1, len(specs))
+    done: list[Trajectory | None] = [None] * len(specs)
+    queue = list(reversed(list(enumerate(specs))))
+    free_envs: list[Any] = []
+    live: list[_Live] = []
+    call = 0
+    start = time.perf_counter()
+    try:
+        while queue or live:
+            while queue and len(live) < width:
+                index, spec = queue.pop()
+                env = free_envs.pop() if free_envs else env_factory()
+                obs, _ = env.reset(options={"problem_id": spec.problem_id})
+                live.append(_Live(index, spec, env, obs))
+            params = sampling(call)
+            if params.n != n:
+                params = SamplingParams(**{**asdict(params), "n": n})
+            chats = [to_messages(ep.obs) for ep in live]
+            bar.start_turn(call, len(chats) * n)
+            t0 = time.perf_counter()
+            gens = policy.generate(chats, params, progress=bar.generated) if hook else policy.generate(chats, params)
+            stats.generation_s += time.perf_counter() - t0
+            if len(gens) != len(chats) or any(len(g) != n for g in gens):
+                raise ValueError(f"policy {name} returned {[len(g) for g in gens]} generations for {len(chats)} "
+                                 f"chats with n={n}")
+            stats.generation_calls += 1
+            stats.generations += sum(len(g) for g in gens)
+            stats.prompt_tokens += sum(g.prompt_tokens for gs in gens for g in gs)
+            stats.completion_tokens += sum(g.completion_tokens for gs in gens for g in gs)
+            picks = [0] * len(live) if n == 1 else _select(live, gens, select, score_fn, stats)
+            actions = [gens[k][picks[k]] for k in range(len(live))]
+            t0 = time.perf_counter()
+            steps = step_batch([ep.env for ep in live], [g.text for g in actions])
+            stats.execution_s += time.perf_counter() - t0
+            still: list[_Live] = []
+            for ep, g, (obs, reward, terminated, truncated, info) in zip(live, actions, steps):
+                stats.executions += int(bool(info["code"].strip()))  # turns without code are not run
+                ep.turns.append(TurnRecord(
+                    response=g.text, code=info["code"], feedback=info["feedback"],
+                    public_passed=bool(info["public_passed"]), private_passed=bool(info["private_passed"]),
+                    status=str(info["status"]), prompt_tokens=int(g.prompt_tokens),
+                    completion_tokens=int(g.completion_tokens),
+                ))
+                ep.obs = obs
+                if on_turn is not None:
+                    on_turn(StepOutcome(ep.index, ep.spec, g, obs, float(reward), bool(terminated), bool(truncated),
+                                        info))
+                if terminated or truncated:
+                    traj = Trajectory(problem_id=ep.spec.problem_id, env_id=env_id, prompt=obs["prompt"],
+                                      turns=ep.turns, sample_index=ep.spec.sample_index, seed=seed,
+                                      sampling=dict(record), policy_name=name)
+                    done[ep.index] = traj
+                    stats.episodes += 1
+                    free_envs.append(ep.env)
+                    bar.finished()
+                    if on_done is not None:
+                        on_done(traj)
+                else:
+                    still.append(ep)
+            live = still
+            call += 1
+            if on_round is not None:
+                on_round(stats)
+    finally:
+        bar.close()
+        for env in free_envs + [ep.env for ep in live]:
+            env.close()
+        stats.wall_s += time.perf_counter() - start
+    return done  # type: ignore[return-value]
+
+
+def _select(live: list[_Live], gens: list[list[Generation]], select: Selector | None,
+            score_fn: ScoreFn | None, stats: EpisodeStats) -> list[int]:
+    """Run every candidate on its episode's public tests (one batch), score them, pick one each."""
+    from mucode_env import extract_code, run_public_batch
+
+    t0 = time.perf_counter()
+    public = run_public_batch([ep.env for ep in live], [[g.text for g in gs] for gs in gens])
+    stats.execution_s += time.perf_counter() - t0
+    stats.executions += sum(bool(extract_code(g.text).strip()) for gs in gens for g in gs)
+    scores: list[list[float]] | None = None
+    if score_fn is not None:
+        prompts = [ep.obs["prompt"] for ep, gs in zip(live, gens) for _ in gs]
+        texts = [g.text for gs in gens for g in gs]
+        t0 = time.perf_counter()
+        flat = list(score_fn(prompts, texts))
+        stats.verifier_s += time.perf_counter() - t0
+        stats.verifier_programs += len(texts)
+        if len(flat) != len(texts):
+            raise ValueError(f"score_fn returned {len(flat)} scores for {len(texts)} candidates")
+        scores, cursor = [], 0
+        for gs in gens:
+            scores.append(flat[cursor: cursor + len(gs)])
+            cursor += len(gs)
+    return [select(Candidates(ep.index, len(ep.turns), ep.obs["prompt"], gs, [r.passed for r in rs],
+                              scores[k] if scores is not None else None))  # type: ignore[misc]
+            for k, (ep, gs, rs) in enumerate(zip(live, gens, public))]

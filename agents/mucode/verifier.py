@@ -1,0 +1,493 @@
+"""The learned verifier R_phi(x, y): a scalar-head sequence classifier (µCODE Algorithm 1, step 3).
+
+Input: the problem's first user message (``Trajectory.prompt``) and ONE candidate response, no
+history, rendered with the chat template as ``[user: prompt, assistant: response]``. Output: one
+score read at the last non-pad token (``AutoModelForSequenceClassification``, ``num_labels=1``).
+
+Labels: the oracle of each turn (``TurnRecord.reward``); every intermediate (non-final) turn is a
+negative. Losses:
+
+- ``"bt"`` (default, the paper's best): Bradley-Terry over (positive, negative) pairs of the same
+  prompt, ``pairs_per_prompt`` pairs sampled with replacement per prompt with an explicit seed;
+  prompts lacking either kind are dropped. Trained with TRL's ``RewardTrainer`` (chosen/rejected
+  conversational rows).
+- ``"bce"``: binary cross-entropy on single labels (TRL has no trainer for it; a small
+  ``transformers.Trainer`` subclass does it).
+
+Both take the reference code's optional L2 penalty ``l2_coef * mean(r^2)`` (1e-3 there; 0 here
+by default).
+
+>>> pairs = build_pairs(trajectories, pairs_per_prompt=32, seed=0)  # doctest: +SKIP
+>>> path = train_verifier(trajectories, "base-dir", VerifierConfig(), "runs/verifier")  # doctest: +SKIP
+>>> Verifier.load(path).score(["Write ..."], ["```python\\n...```"])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from agents.models.convert import hf_checkpoint
+from agents.records import Trajectory
+from agents.training.launch import Stage
+from agents.training.sft import (
+    common_training_args,
+    load_tokenizer,
+    read_train_stats,
+    torch_dtype_of,
+    write_train_stats,
+)
+from agents.training.distributed import accumulation_steps, is_main_process, rank_output_dir, save_trained_model, world_size
+
+__all__ = [
+    "VerifierConfig",
+    "Verifier",
+    "LabeledResponse",
+    "build_pairs",
+    "build_labels",
+    "train_verifier",
+    "verifier_messages",
+    "read_train_stats",
+]
+
+logger = logging.getLogger(__name__)
+
+VERIFIER_META_FILE = "verifier.json"
+_LOSSES = ("bt", "bce")
+
+
+@dataclass(frozen=True)
+class VerifierConfig:
+    """How to train the verifier (Table 6: lr 1e-6, batch 64, 2 epochs, max length 2048).
+
+    ``batch_size`` is the effective batch: pairs per optimizer step for ``"bt"``, labelled
+    responses for ``"bce"``.
+    """
+
+    loss: str = "bt"
+    pairs_per_prompt: int = 32
+    learning_rate: float = 1e-6
+    epochs: float = 2.0
+    batch_size: int = 64
+    per_device_batch_size: int = 8
+    max_length: int = 2048
+    l2_coef: float = 0.0  # the reference code uses 1e-3 * mean(r^2)
+    seed: int = 0
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.03
+    lr_scheduler_type: str = "cosine"
+    gradient_checkpointing: bool = False
+    torch_dtype: str = "float32"
+    logging_steps: int = 10
+    score_batch_size: int = 16
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.loss not in _LOSSES:
+            raise ValueError(f"loss must be one of {_LOSSES}, got {self.loss!r}")
+        if self.pairs_per_prompt < 1:
+            raise ValueError(f"pairs_per_prompt must be >= 1, got {self.pairs_per_prompt}")
+        if self.learning_rate <= 0 or self.epochs <= 0:
+            raise ValueError(f"learning_rate and epochs must be > 0, got {self.learning_rate}, {self.epochs}")
+        if self.batch_size < 1 or self.per_device_batch_size < 1 or self.score_batch_size < 1:
+            raise ValueError("batch_size, per_device_batch_size and score_batch_size must be >= 1")
+        if self.max_length < 8:
+            raise ValueError(f"max_length must be >= 8, got {self.max_length}")
+        if self.l2_coef < 0:
+            raise ValueError(f"l2_coef must be >= 0, got {self.l2_coef}")
+
+    @property
+    def gradient_accumulation_steps(self) -> int:
+        """Steps that make ``batch_size`` the pairs/labels per optimizer step over all processes."""
+        return accumulation_steps(self.batch_size, self.per_device_batch_size)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "VerifierConfig":
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class LabeledResponse:
+    """One candidate response for a problem with its label (oracle; 0 for non-final turns)."""
+
+    problem_id: str
+    prompt: str
+    response: str
+    label: float
+    is_final: bool
+
+
+def verifier_messages(prompt: str, response: str) -> list[dict[str, str]]:
+    """The chat the verifier scores: the problem's first user message and one response."""
+    return [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def build_labels(trajectories: Iterable[Trajectory]) -> list[LabeledResponse]:
+    """Every turn of every trajectory as a labelled response.
+
+    The label is the turn's oracle (``TurnRecord.reward``) for the final turn and 0 for every
+    intermediate turn (the paper: "every intermediate turn is a negative"; under public-test
+    termination an intermediate turn failed its public tests, so both rules agree).
+    Order: trajectories in the given order, turns in order.
+    """
+    out: list[LabeledResponse] = []
+    for traj in trajectories:
+        last = len(traj.turns) - 1
+        for t, turn in enumerate(traj.turns):
+            is_final = t == last
+            label = float(turn.reward) if is_final else 0.0
+            out.append(LabeledResponse(traj.problem_id, traj.prompt, turn.response, label, is_final))
+    return out
+
+
+def _group_by_problem(labels: Iterable[LabeledResponse]) -> "OrderedDict[str, list[LabeledResponse]]":
+    groups: OrderedDict[str, list[LabeledResponse]] = OrderedDict()
+    for lr in labels:
+        groups.setdefault(lr.problem_id, []).append(lr)
+    return groups
+
+
+def build_pairs(
+    trajectories: Iterable[Trajectory], pairs_per_prompt: int = 32, seed: int = 0
+) -> list[dict[str, Any]]:
+    """Bradley-Terry pairs: per prompt, ``pairs_per_prompt`` (positive, negative) pairs.
+
+    Positives and negatives are drawn uniformly with replacement from the prompt's labelled
+    responses (:func:`build_labels`). Each prompt has its own RNG seeded from ``(seed,
+    problem_id)``, so a prompt's pairs do not depend on which other prompts are present.
+    Prompts lacking a positive or a negative are dropped.
+
+    Returns:
+        TRL conversational preference rows: ``{"prompt": [user msg], "chosen": [assistant msg],
+        "rejected": [assistant msg], "problem_id": str}``, grouped by prompt in first-seen order.
+    """
+    if pairs_per_prompt < 1:
+        raise ValueError(f"pairs_per_prompt must be >= 1, got {pairs_per_prompt}")
+    rows: list[dict[str, Any]] = []
+    for pid, group in _group_by_problem(build_labels(trajectories)).items():
+        pos = [g for g in group if g.label >= 1.0]
+        neg = [g for g in group if g.label < 1.0]
+        if not pos or not neg:
+            continue
+        rng = random.Random(f"{seed}:{pid}")
+        prompt = group[0].prompt
+        for _ in range(pairs_per_prompt):
+            p, n = pos[rng.randrange(len(pos))], neg[rng.randrange(len(neg))]
+            rows.append(
+                {
+                    "prompt": [{"role": "user", "content": prompt}],
+                    "chosen": [{"role": "assistant", "content": p.response}],
+                    "rejected": [{"role": "assistant", "content": n.response}],
+                    "problem_id": pid,
+                }
+            )
+    return rows
+
+
+def count_prompts(trajectories: Sequence[Trajectory]) -> dict[str, int]:
+    """How many prompts have positives only, negatives only, or both (pairable)."""
+    both = only_pos = only_neg = 0
+    for group in _group_by_problem(build_labels(trajectories)).values():
+        has_pos = any(g.label >= 1.0 for g in group)
+        has_neg = any(g.label < 1.0 for g in group)
+        both += has_pos and has_neg
+        only_pos += has_pos and not has_neg
+        only_neg += has_neg and not has_pos
+    return {"both": both, "only_positive": only_pos, "only_negative": only_neg}
+
+
+# ----------------------------------------------------------------------------- model
+
+
+def _load_seqcls(path: str, dtype, seed: int):
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    # The new head is random: initialise it from a local seed without touching the caller's RNG.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=dtype)
+
+
+def _set_pad(model, tok) -> None:
+    model.config.pad_token_id = tok.pad_token_id
+    text_cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    text_cfg.pad_token_id = tok.pad_token_id
+
+
+class Verifier:
+    """A trained verifier: batched scoring of (prompt, response) pairs.
+
+    >>> v = Verifier.load("runs/it1/verifier")  # doctest: +SKIP
+    >>> v.score(["Write a function ..."], ["```python\\ndef f(): ...\\n```"])  # doctest: +SKIP
+    [0.73]
+    """
+
+    def __init__(self, model, tokenizer, *, max_length: int = 2048, batch_size: int = 16, path: str = ""):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.path = path
+        _set_pad(self.model, self.tokenizer)
+        self.last_score_stats: dict[str, float] = {}
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, device: str | None = None, batch_size: int | None = None) -> "Verifier":
+        """Load a verifier saved by :func:`train_verifier`."""
+        import torch
+
+        path = str(path)
+        meta_file = Path(path) / VERIFIER_META_FILE
+        meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+        cfg = meta.get("config", {})
+        tok = load_tokenizer(path)
+        model = _load_seqcls(path, torch_dtype_of(cfg.get("torch_dtype", "float32")), 0)
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        model.to(device)
+        return cls(
+            model,
+            tok,
+            max_length=int(cfg.get("max_length", 2048)),
+            batch_size=batch_size or int(cfg.get("score_batch_size", 16)),
+            path=path,
+        )
+
+    def encode(self, prompt: str, response: str) -> list[int]:
+        """Token ids of one input, exactly as TRL's RewardTrainer tokenises a chosen/rejected row.
+
+        Inputs longer than ``max_length`` keep their END (the score is read at the last token).
+        """
+        ids = self.tokenizer.apply_chat_template(
+            verifier_messages(prompt, response), tokenize=True, return_dict=True
+        )["input_ids"]
+        if len(ids) > self.max_length:
+            ids = ids[-self.max_length :]
+        return list(ids)
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
+        """Scores R_phi(x, y), one per (prompt, response), batched and length-sorted.
+
+        Raises:
+            ValueError: when the two lists differ in length.
+        """
+        import torch
+
+        if len(prompts) != len(responses):
+            raise ValueError(f"prompts and responses differ in length: {len(prompts)} vs {len(responses)}")
+        if not prompts:
+            return []
+        encoded = [self.encode(p, r) for p, r in zip(prompts, responses)]
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+        scores = [0.0] * len(encoded)
+        pad = self.tokenizer.pad_token_id
+        device = next(self.model.parameters()).device
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            for start in range(0, len(order), self.batch_size):
+                idx = order[start : start + self.batch_size]
+                width = max(len(encoded[i]) for i in idx)
+                ids = torch.full((len(idx), width), pad, dtype=torch.long)
+                mask = torch.zeros((len(idx), width), dtype=torch.long)
+                for row, i in enumerate(idx):
+                    ids[row, : len(encoded[i])] = torch.tensor(encoded[i])
+                    mask[row, : len(encoded[i])] = 1
+                logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+                for row, i in enumerate(idx):
+                    scores[i] = float(logits[row, 0].float())
+        dt = time.perf_counter() - t0
+        self.last_score_stats = {"programs": len(encoded), "seconds": dt, "programs_per_s": len(encoded) / dt if dt else 0.0}
+        return scores
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def _bt_trainer_cls():
+    from trl import RewardTrainer
+
+    class _BTRewardTrainer(RewardTrainer):
+        """TRL's Bradley-Terry RewardTrainer plus the reference code's L2 penalty on the scores."""
+
+        def __init__(self, *args, l2_coef: float = 0.0, **kwargs):
+            self._l2_coef = l2_coef
+            super().__init__(*args, **kwargs)
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+            if self._l2_coef:
+                loss = loss + self._l2_coef * outputs.logits.float().pow(2).mean()
+            return (loss, outputs) if return_outputs else loss
+
+    return _BTRewardTrainer
+
+
+def _bce_trainer_cls():
+    import torch
+    from transformers import Trainer
+
+    class _BCETrainer(Trainer):
+        """Binary cross-entropy on single (prompt, response, label) examples, plus optional L2."""
+
+        def __init__(self, *args, l2_coef: float = 0.0, **kwargs):
+            self._l2_coef = l2_coef
+            super().__init__(*args, **kwargs)
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            labels = inputs.pop("labels").float()
+            outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
+            logits = outputs.logits.squeeze(-1).float()
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
+            if self._l2_coef:
+                loss = loss + self._l2_coef * logits.pow(2).mean()
+            return (loss, outputs) if return_outputs else loss
+
+    return _BCETrainer
+
+
+class _PadCollator:
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        width = max(len(r["input_ids"]) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, : len(r["input_ids"])] = torch.tensor(r["input_ids"])
+            mask[i, : len(r["input_ids"])] = 1
+        return {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([float(r["label"]) for r in rows])}
+
+
+def train_verifier(
+    trajectories: Sequence[Trajectory],
+    base_model: str | os.PathLike,
+    config: VerifierConfig,
+    output_dir: str | os.PathLike,
+) -> Path:
+    """Train R_phi on ``trajectories`` from ``base_model`` and save it (atomically) to ``output_dir``.
+
+    With no usable data (BT: no prompt has both a positive and a negative; BCE: no response at
+    all), the freshly initialised scorer (seeded head) is saved with ``trained: false`` in
+    ``verifier.json``, and a warning is logged: the expert then ranks by oracle first anyway.
+
+    Returns:
+        ``Path(output_dir)``; ``train_stats.json`` there holds counts, tokens and tokens/s.
+    """
+    from datasets import Dataset
+
+    trajectories = list(trajectories)
+    base = hf_checkpoint(base_model)
+    tok = load_tokenizer(base)
+    dtype = torch_dtype_of(config.torch_dtype)
+    model = _load_seqcls(base, dtype, config.seed)
+    _set_pad(model, tok)
+    prompt_counts = count_prompts(trajectories)
+
+    stats: dict[str, Any] = {
+        "kind": "verifier",
+        "loss": config.loss,
+        "base_model": base,
+        "n_trajectories": len(trajectories),
+        "world_size": world_size(),
+        "prompts": prompt_counts,
+        "config": asdict(config),
+    }
+    with rank_output_dir(output_dir) as tmp:
+        trained = False
+        if config.loss == "bt":
+            rows = build_pairs(trajectories, config.pairs_per_prompt, config.seed)
+            stats["n_pairs"] = len(rows)
+            if rows:
+                from trl import RewardConfig
+
+                args = RewardConfig(max_length=config.max_length, **common_training_args(config, tmp / "trainer", dtype))
+                trainer = _bt_trainer_cls()(
+                    model=model,
+                    args=args,
+                    train_dataset=Dataset.from_list(rows).remove_columns(["problem_id"]),
+                    processing_class=tok,
+                    l2_coef=config.l2_coef,
+                )
+                ds = trainer.train_dataset
+                n_tokens = sum(len(a) + len(b) for a, b in zip(ds["chosen_ids"], ds["rejected_ids"]))
+                stats["n_pairs_kept"] = len(ds)
+                trained = len(ds) > 0
+        else:
+            labels = build_labels(trajectories)
+            stats["n_labels"] = len(labels)
+            stats["n_positive"] = sum(1 for lr in labels if lr.label >= 1.0)
+            enc = []
+            for lr in labels:
+                ids = tok.apply_chat_template(verifier_messages(lr.prompt, lr.response), tokenize=True, return_dict=True)["input_ids"]
+                if len(ids) <= config.max_length:
+                    enc.append({"input_ids": list(ids), "label": lr.label})
+            stats["n_labels_kept"] = len(enc)
+            n_tokens = sum(len(e["input_ids"]) for e in enc)
+            if enc:
+                from transformers import TrainingArguments
+
+                args = TrainingArguments(remove_unused_columns=False, **common_training_args(config, tmp / "trainer", dtype))
+                trainer = _bce_trainer_cls()(
+                    model=model,
+                    args=args,
+                    train_dataset=Dataset.from_list(enc),
+                    data_collator=_PadCollator(tok.pad_token_id),
+                    l2_coef=config.l2_coef,
+                )
+                trained = True
+        if trained:
+            t0 = time.perf_counter()
+            result = trainer.train()
+            train_s = time.perf_counter() - t0
+            stats.update(
+                train_s=train_s,
+                train_tokens=n_tokens * config.epochs,
+                train_tokens_per_s=n_tokens * config.epochs / train_s if train_s > 0 else None,
+                train_loss=float(result.training_loss),
+                global_steps=int(result.global_step),
+            )
+            save_trained_model(trainer, tmp, lora=False)
+            del trainer
+        else:
+            logger.warning(
+                "train_verifier: no usable %s data (%s); saving the untrained scorer", config.loss, prompt_counts
+            )
+        stats["trained"] = trained
+        if not is_main_process():
+            return Path(output_dir)
+        if not trained:
+            model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        import shutil
+
+        shutil.rmtree(tmp / "trainer", ignore_errors=True)
+        (tmp / VERIFIER_META_FILE).write_text(
+            json.dumps({"trained": trained, "config": asdict(config), "base_model": base}, indent=2)
+        )
+        write_train_stats(tmp, stats)
+    return Path(output_dir)
+
+
+def train_job(base_model: str, rows: list[dict[str, Any]], config: dict[str, Any], output_dir: str) -> Path:
+    """:data:`VERIFIER_STAGE`'s target: :func:`train_verifier` from trajectory rows and a config dict."""
+    return train_verifier([Trajectory.from_row(r) for r in rows], base_model, VerifierConfig.from_dict(config),
+                          output_dir)
+
+
+# Verifier training as a stage that runs here or as a multi-process job (agents.training.launch).
+VERIFIER_STAGE = Stage("verifier", "agents.mucode.verifier:train_job")

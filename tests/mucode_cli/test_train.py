@@ -1,0 +1,31 @@
+"""``mucode train mucode``: configuration from presets, files and flags (multi-GPU launch included)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def test_cli_print_config(capsys, tmp_path):
+    import argparse
+
+    from mucode_cli import train as cli_train
+
+    parser = argparse.ArgumentParser()
+    cli_train.add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["train", "mucode", "--config", "paper", "--run-dir", str(tmp_path), "--iterations", "1",
+                              "--no-validation", "--print-config"])
+    assert cli_train.run(args) == 0
+    cfg = json.loads(capsys.readouterr().out)
+    assert cfg["iterations"] == 1 and cfg["validation"]["enabled"] is False and cfg["run_dir"] == str(tmp_path)
+    bad = parser.parse_args(["train", "mucode", "--config", str(tmp_path / "missing.json"), "--run-dir", str(tmp_path)])
+    assert cli_train.run(bad) == 2
+    multi = parser.parse_args(["train", "mucode", "--config", "paper", "--run-dir", str(tmp_path),
+                               "--accelerate-config", "deepspeed_zero3", "--num-processes", "8", "--print-config"])
+    assert cli_train.run(multi) == 0
+    cmd = json.loads(capsys.readouterr().out)["launch"]["command"]
+    assert cmd[:2] == ["accelerate", "launch"] and cmd[-2:] == ["--num_processes", "8"]
+    assert cmd[3].endswith("deepspeed_zero3.yaml") and Path(cmd[3]).is_file()
+    for extra in (["--num-processes", "2"], ["--accelerate-config", "nope.yaml"]):
+        args = parser.parse_args(["train", "mucode", "--run-dir", str(tmp_path), "--print-config", *extra])
+        assert cli_train.run(args) == 2
