@@ -116,7 +116,8 @@ class BenchConfig:
             PT+LV/LV cells fall back to PT (recorded in the cell and footnoted in the tables).
         ablations: also evaluate the ablation agents at BoN N and write ``ablation.md``.
         selectors: also evaluate µCODE with every selector and write ``selectors.md``.
-        train: train agents that have no checkpoint (``train_preset``; PPO with ``ppo_overrides``).
+        train: train agents that have no checkpoint (``train_preset``; PPO with ``ppo_overrides``,
+            GRPO (TRL's ``GRPOTrainer``, :mod:`baselines.grpo`) with ``grpo_overrides``).
         n_bootstrap: resamples of the paired bootstrap.
         backend_kwargs: backend name -> extra ``make_policy`` kwargs.
         progress: tqdm bars.
@@ -146,6 +147,7 @@ class BenchConfig:
     train: bool = False
     train_preset: str = "cpu"
     ppo_overrides: Mapping[str, Any] = field(default_factory=dict)
+    grpo_overrides: Mapping[str, Any] = field(default_factory=dict)
     n_bootstrap: int = 2000
     backend_kwargs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     progress: bool = True
@@ -174,6 +176,7 @@ class BenchConfig:
             raise ValueError("max_turns, bon_n and repeats must be >= 1 and n_bootstrap >= 100")
         object.__setattr__(self, "checkpoints", dict(self.checkpoints))
         object.__setattr__(self, "ppo_overrides", dict(self.ppo_overrides))
+        object.__setattr__(self, "grpo_overrides", dict(self.grpo_overrides))
         object.__setattr__(self, "backend_kwargs", {k: dict(v) for k, v in self.backend_kwargs.items()})
 
     @property
@@ -265,13 +268,22 @@ def resolve_checkpoint(path: str | os.PathLike, default_verifier: str | None) ->
 def _train_agent(name: str, config: BenchConfig, out_dir: Path) -> str:
     """Train ``name`` from the base model under ``out_dir``; returns what resolve_checkpoint takes."""
     env_id = config.env_ids[0]
-    if name in ("ppo", "grpo"):
+    if name == "ppo":
         from baselines.ppo import PPOConfig, PPOTrainer
 
-        ppo_cfg = PPOConfig(**{"model": config.base_model, "output_dir": str(out_dir), "algorithm": name,
-                               "env_id": env_id, "data_dir": config.data_dir, "seed": config.seed,
-                               "max_turns": config.max_turns, "progress": config.progress, **config.ppo_overrides})
+        ppo_cfg = PPOConfig(**{"model": config.base_model, "output_dir": str(out_dir), "env_id": env_id,
+                               "data_dir": config.data_dir, "seed": config.seed, "max_turns": config.max_turns,
+                               "progress": config.progress, **config.ppo_overrides})
         PPOTrainer(ppo_cfg).train()
+        return str(out_dir)
+    if name == "grpo":
+        from baselines.grpo import GRPOBaseline, GRPOBaselineConfig
+
+        grpo_cfg = GRPOBaselineConfig.from_dict({
+            "model": config.base_model, "output_dir": str(out_dir), "env_id": env_id, "data_dir": config.data_dir,
+            "seed": config.seed, "max_turns": config.max_turns, "progress": config.progress,
+            **config.grpo_overrides})
+        GRPOBaseline(grpo_cfg).train()
         return str(out_dir)
     common = dict(run_dir=str(out_dir), env_id=env_id, data_dir=config.data_dir, generator=config.base_model,
                   rollout_backend=config.base_backend, finetuned_backend=config.finetuned_backend, seed=config.seed,
