@@ -1,4 +1,4 @@
-"""RLEF-style PPO (Gehring et al., 2024) and GRPO over whole multi-turn episodes of the environment.
+"""RLEF-style PPO (Gehring et al., 2024) over whole multi-turn episodes of the environment.
 
 The policy (a Hugging Face causal LM) plays complete episodes: at each turn it samples a response
 to the chat rendered from the observation (``mucode_env.to_messages``), the environment runs the
@@ -6,17 +6,15 @@ code and returns the public-test feedback as the next observation, and the episo
 the private-test oracle of the final program (``reward_mode="final"``), optionally minus a small
 penalty for every turn whose response had no code or did not compile.
 
-PPO (``algorithm="ppo"``): a scalar value head on the policy's last hidden state (shared
-backbone), per-token rewards ``r_t = score_t - kl_coef * KL_t`` to the frozen initial policy,
-GAE over the policy's OWN tokens across all turns (prompt, feedback and template tokens are
-masked; see :mod:`baselines.ppo_math`), whitened advantages, the clipped surrogate and the
-clipped value loss, an optional entropy bonus.
+A scalar value head on the policy's last hidden state (shared backbone), per-token rewards
+``r_t = score_t - kl_coef * KL_t`` to the frozen initial policy, GAE over the policy's OWN tokens
+across all turns (prompt, feedback and template tokens are masked; see :mod:`baselines.ppo_math`),
+whitened advantages, the clipped surrogate and the clipped value loss, an optional entropy bonus.
 
-GRPO (``algorithm="grpo"``): ``group_size`` episodes per problem, the episode advantage is the
-reward minus its group's mean over the group's std, broadcast to the episode's policy tokens; no
-value head; the KL (k3) enters the loss.
-
-TRL's PPOTrainer cannot drive a multi-turn environment, hence this compact loop. Each episode is
+TRL has no PPO trainer with a value head over multi-turn tokens (TRL 1.16 ships none at all),
+hence this compact loop; GRPO needs no value head and runs on TRL's own ``GRPOTrainer``
+(:mod:`baselines.grpo`). Episodes are played by the shared episode engine
+(:func:`agents.episodes.play_episodes`) with a sampler that keeps its tokens. Each episode is
 stored as token segments: the next turn's context is appended to the running sequence when it
 extends it token for token (the usual case), otherwise a new segment starts from the
 re-tokenised state, so the log-probabilities are always those of the tokens the policy actually
@@ -55,7 +53,6 @@ from baselines.ppo_math import (
     clipped_value_loss,
     entropy_from_logits,
     gae,
-    group_relative_advantages,
     kl_estimate,
     masked_mean,
     masked_whiten,
@@ -63,12 +60,11 @@ from baselines.ppo_math import (
     token_rewards,
 )
 
-__all__ = ["ALGORITHMS", "PPOConfig", "PPOTrainer", "Episode", "Segment", "ValueHead", "policy_forward",
+__all__ = ["PPOConfig", "PPOTrainer", "Episode", "Segment", "ValueHead", "policy_forward",
            "TRAINER_STATE_FILE", "CHECKPOINT_DIR", "LOG_FILE"]
 
 logger = logging.getLogger(__name__)
 
-ALGORITHMS = ("ppo", "grpo")
 CHECKPOINT_DIR = "checkpoint"
 TRAINER_STATE_FILE = "trainer_state.json"
 VALUE_HEAD_FILE = "value_head.pt"
@@ -82,21 +78,19 @@ _RESUMABLE_FIELDS = ("total_updates", "save_every", "progress", "resume", "outpu
 
 @dataclass(frozen=True)
 class PPOConfig:
-    """Settings of a PPO / GRPO run. ``asdict(config)`` is the run record.
+    """Settings of a PPO run. ``asdict(config)`` is the run record.
 
     Attributes:
         model: the initial (and reference) policy: a checkpoint directory, a registry name or a
             GGUF file (de-quantised by :func:`agents.models.convert.hf_checkpoint`).
         output_dir: where the checkpoint and the log go.
-        algorithm: ``"ppo"`` (value head, GAE) or ``"grpo"`` (group-relative, no value head).
         env_id: a registered MuCode id; picks the benchmark (ignored when problems are passed).
         split: the training split (MBPP: ``"train"``, task ids 601-974).
         problem_ids / limit: restrict the training problems (ids first, then the first ``limit``).
         data_dir: offline data directory (else ``$MUCODE_DATA_DIR``).
         max_turns, termination: the environment's T and termination rule.
         total_updates: number of (rollout, optimise) iterations.
-        episodes_per_update: episodes collected per update (GRPO: a multiple of ``group_size``).
-        group_size: GRPO's episodes per problem.
+        episodes_per_update: episodes collected per update.
         ppo_epochs: passes over each update's data.
         minibatch_size: token segments per optimizer step.
         micro_batch_size: segments per forward pass (gradient accumulation inside a minibatch).
@@ -106,11 +100,10 @@ class PPOConfig:
         kl_coef: beta of the KL penalty to the reference policy.
         kl_estimator: ``"k1"``, ``"k2"`` or ``"k3"`` (see :func:`baselines.ppo_math.kl_estimate`).
         kl_in_reward: True: ``-kl_coef * KL`` is added to the per-token rewards (classic PPO);
-            False: ``kl_coef * KL`` is a loss term (GRPO). None: PPO True, GRPO False.
-        value_coef: weight of the value loss (PPO).
+            False: ``kl_coef * KL`` is a loss term.
+        value_coef: weight of the value loss.
         entropy_coef: weight of the entropy bonus (0: off).
-        whiten_advantages: normalise PPO advantages over the batch's policy tokens.
-        grpo_scale_by_std: GRPO divides by the group's std (DeepSeekMath) or only centres.
+        whiten_advantages: normalise the advantages over the batch's policy tokens.
         invalid_code_penalty: subtracted at the last token of every turn with no code or a
             syntax error (RLEF's invalid-code penalty; 0 disables it).
         temperature / top_p / max_new_tokens: rollout sampling (the loss uses the same tempered
@@ -129,7 +122,6 @@ class PPOConfig:
 
     model: str
     output_dir: str
-    algorithm: str = "ppo"
     env_id: str = "MuCode-MBPP-v0"
     split: str = "train"
     problem_ids: tuple[str, ...] | None = None
@@ -139,7 +131,6 @@ class PPOConfig:
     termination: str = "public"
     total_updates: int = 100
     episodes_per_update: int = 16
-    group_size: int = 4
     ppo_epochs: int = 1
     minibatch_size: int = 8
     micro_batch_size: int = 2
@@ -152,11 +143,10 @@ class PPOConfig:
     lam: float = 0.95
     kl_coef: float = 0.05
     kl_estimator: str = "k1"
-    kl_in_reward: bool | None = None
+    kl_in_reward: bool = True
     value_coef: float = 0.1
     entropy_coef: float = 0.0
     whiten_advantages: bool = True
-    grpo_scale_by_std: bool = True
     invalid_code_penalty: float = 0.0
     temperature: float = 1.0
     top_p: float = 1.0
@@ -173,24 +163,16 @@ class PPOConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.algorithm not in ALGORITHMS:
-            raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
         if self.kl_estimator not in KL_ESTIMATORS:
             raise ValueError(f"kl_estimator must be one of {KL_ESTIMATORS}, got {self.kl_estimator!r}")
         if self.torch_dtype not in _DTYPES:
             raise ValueError(f"torch_dtype must be one of {_DTYPES}, got {self.torch_dtype!r}")
-        for name in ("total_updates", "episodes_per_update", "group_size", "ppo_epochs", "minibatch_size",
+        for name in ("total_updates", "episodes_per_update", "ppo_epochs", "minibatch_size",
                      "micro_batch_size", "max_turns", "max_new_tokens", "max_prompt_tokens",
                      "generation_batch_size", "save_every"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if self.algorithm == "grpo" and self.episodes_per_update % self.group_size:
-            raise ValueError(f"GRPO needs episodes_per_update ({self.episodes_per_update}) to be a multiple of "
-                             f"group_size ({self.group_size}); e.g. set episodes_per_update="
-                             f"{self.group_size * max(1, self.episodes_per_update // self.group_size)}")
-        if self.algorithm == "grpo" and self.group_size < 2:
-            raise ValueError("GRPO needs group_size >= 2 (a group of one episode has no relative advantage)")
         if not (0 < self.clip_eps < 1 and self.value_clip_eps > 0):
             raise ValueError(f"need 0 < clip_eps < 1 and value_clip_eps > 0, "
                              f"got {self.clip_eps}, {self.value_clip_eps}")
@@ -211,15 +193,6 @@ class PPOConfig:
                 raise TypeError("problem_ids must be a sequence of ids, not a single string")
             object.__setattr__(self, "problem_ids", tuple(self.problem_ids))
 
-    @property
-    def uses_value_head(self) -> bool:
-        return self.algorithm == "ppo"
-
-    @property
-    def kl_reward(self) -> bool:
-        """Whether the KL penalty is part of the reward (else of the loss)."""
-        return self.kl_in_reward if self.kl_in_reward is not None else self.algorithm == "ppo"
-
     @classmethod
     def cpu(cls, output_dir: str, model: str = "qwen2.5-coder-0.5b", **overrides: Any) -> "PPOConfig":
         """A 2-core CPU preset on the embedded 0.5B model: a short run, not a converged one.
@@ -231,7 +204,7 @@ class PPOConfig:
         batch 1 with gradient checkpointing (fp32 AdamW on 0.5B parameters needs ~8 GB already).
         """
         base: dict[str, Any] = {
-            "model": model, "output_dir": output_dir, "algorithm": "ppo", "limit": 8, "total_updates": 2,
+            "model": model, "output_dir": output_dir, "limit": 8, "total_updates": 2,
             "episodes_per_update": 8, "ppo_epochs": 1, "minibatch_size": 8, "micro_batch_size": 1,
             "learning_rate": 1e-5, "kl_coef": 0.05, "max_new_tokens": 384, "max_prompt_tokens": 2048,
             "generation_batch_size": 8, "save_every": 1, "gradient_checkpointing": True, "device": "cpu",
@@ -271,7 +244,6 @@ class Episode:
     """One multi-turn episode as token segments, with its outcome."""
 
     problem_id: str
-    group: int
     segments: list[Segment] = field(default_factory=list)
     turns: list[TurnRecord] = field(default_factory=list)
     reward: float = 0.0  # the environment's final reward (the oracle of the last program)
@@ -353,7 +325,7 @@ def _pad_float(rows: Sequence[Any], width: int, device):
 
 
 class PPOTrainer:
-    """PPO / GRPO on the multi-turn environment. ``train()`` runs (or resumes) and returns the
+    """PPO on the multi-turn environment. ``train()`` runs (or resumes) and returns the
     checkpoint directory, which loads like any HF causal-LM checkpoint.
 
     Args:
@@ -397,14 +369,11 @@ class PPOTrainer:
         self.ref_model.eval().requires_grad_(False)
         if cfg.gradient_checkpointing:
             self.model.gradient_checkpointing_enable()
-        self.value_head = None
-        params = list(self.model.parameters())
-        if cfg.uses_value_head:
-            self.value_head = ValueHead(self.model.config.hidden_size).to(self.device)
-            if state is not None and (self.checkpoint_dir / VALUE_HEAD_FILE).is_file():
-                self.value_head.load_state_dict(torch.load(self.checkpoint_dir / VALUE_HEAD_FILE,
-                                                           map_location=self.device))
-            params += list(self.value_head.parameters())
+        self.value_head = ValueHead(self.model.config.hidden_size).to(self.device)
+        if state is not None and (self.checkpoint_dir / VALUE_HEAD_FILE).is_file():
+            self.value_head.load_state_dict(torch.load(self.checkpoint_dir / VALUE_HEAD_FILE,
+                                                       map_location=self.device))
+        params = list(self.model.parameters()) + list(self.value_head.parameters())
         self.optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         if state is not None and (self.checkpoint_dir / OPTIMIZER_FILE).is_file():
             self.optimizer.load_state_dict(torch.load(self.checkpoint_dir / OPTIMIZER_FILE, map_location=self.device))
@@ -415,36 +384,22 @@ class PPOTrainer:
         # the policy as a sampler that keeps the exact tokens it saw and sampled
         self.sampler = TransformersPolicy.from_model(
             self.model, self.tokenizer, batch_size=cfg.generation_batch_size, max_prompt_tokens=cfg.max_prompt_tokens,
-            return_tokens=True, name=f"{cfg.algorithm}:policy")
+            return_tokens=True, name="ppo:policy")
 
     def _read_state(self) -> dict[str, Any] | None:
-        f = self.checkpoint_dir / TRAINER_STATE_FILE
-        if not self.config.resume or not f.is_file():
+        from baselines.run_state import read_run_state
+
+        if not self.config.resume:
             return None
-        state = json.loads(f.read_text())
-        saved = dict(state.get("config", {}))
-        mine = asdict(self.config)
-        for key in _RESUMABLE_FIELDS:
-            saved.pop(key, None)
-            mine.pop(key, None)
-        saved = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()}
-        if saved != mine:
-            diff = sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k))
-            raise ValueError(f"{f} was written by a different configuration (fields {diff}); "
-                             "use another output_dir or set resume=False")
-        return state
+        return read_run_state(self.checkpoint_dir / TRAINER_STATE_FILE, self.config, _RESUMABLE_FIELDS)
 
     # ---- rollouts -----------------------------------------------------------------------------
-    def _problem_draw(self, update: int) -> list[tuple[str, int]]:
+    def _problem_draw(self, update: int) -> list[str]:
         cfg = self.config
         rng = np.random.default_rng(derive_seed(cfg.seed, "draw", update))
-        n_problems = cfg.episodes_per_update // cfg.group_size if cfg.algorithm == "grpo" else cfg.episodes_per_update
-        if n_problems <= len(self.problems):
-            picks = rng.choice(len(self.problems), size=n_problems, replace=False)
-        else:
-            picks = rng.choice(len(self.problems), size=n_problems, replace=True)
-        repeat = cfg.group_size if cfg.algorithm == "grpo" else 1
-        return [(self.problems[int(p)].id, g) for g, p in enumerate(picks) for _ in range(repeat)]
+        n_problems = cfg.episodes_per_update
+        picks = rng.choice(len(self.problems), size=n_problems, replace=n_problems > len(self.problems))
+        return [self.problems[int(p)].id for p in picks]
 
     def rollout(self, update: int) -> list[Episode]:
         """Play ``episodes_per_update`` episodes with the current policy on the shared episode engine
@@ -453,7 +408,7 @@ class PPOTrainer:
 
         cfg = self.config
         draws = self._problem_draw(update)
-        episodes = [Episode(problem_id=pid, group=g) for pid, g in draws]
+        episodes = [Episode(problem_id=pid) for pid in draws]
         env_kwargs = {"split": cfg.split, "max_turns": cfg.max_turns, "termination": cfg.termination,
                       "reward_mode": "final", "problems": self.problems}
         if self._sandbox is not None:  # else every env uses the process-wide sandbox
@@ -474,12 +429,12 @@ class PPOTrainer:
         self.model.eval()
         trajectories = play_episodes(
             self.sampler, lambda: gym.make(cfg.env_id, disable_env_checker=True, **env_kwargs),
-            [EpisodeSpec(pid, i) for i, (pid, _) in enumerate(draws)],
+            [EpisodeSpec(pid, i) for i, pid in enumerate(draws)],
             sampling=lambda call: SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p,
                                                  max_new_tokens=cfg.max_new_tokens,
                                                  seed=derive_seed(cfg.seed, "rollout", update, call)),
             on_turn=on_turn, env_id=cfg.env_id, seed=derive_seed(cfg.seed, "rollout", update),
-            policy_name=f"{cfg.algorithm}:update{update}",
+            policy_name=f"ppo:update{update}",
         )
         for ep, traj in zip(episodes, trajectories):
             ep.trajectory, ep.turns = traj, traj.turns
@@ -519,8 +474,7 @@ class PPOTrainer:
                         "scores": torch.tensor(seg.scores, dtype=torch.float32, device=self.device),
                         "old_logp": cur["logp"][row, :n].clone(),
                         "ref_logp": ref["logp"][row, :n].clone(),
-                        "old_values": (cur["values"][row, :n].clone() if cur["values"] is not None
-                                       else torch.zeros(n, device=self.device)),
+                        "old_values": cur["values"][row, :n].clone(),
                     }
 
     def compute_advantages(self, episodes: Sequence[Episode]) -> dict[str, float]:
@@ -528,35 +482,27 @@ class PPOTrainer:
         cfg = self.config
         stats: dict[str, float] = {}
         all_segments = [s for ep in episodes for s in ep.segments]
-        if cfg.algorithm == "grpo":
-            adv = group_relative_advantages([ep.return_ for ep in episodes], [ep.group for ep in episodes],
-                                            scale_by_std=cfg.grpo_scale_by_std)
-            for a, ep in zip(adv.tolist(), episodes):
-                for seg in ep.segments:
-                    seg.tensors["advantages"] = seg.tensors["mask"] * a
-                    seg.tensors["returns"] = torch.zeros_like(seg.tensors["mask"])
-        else:
-            for ep in episodes:
-                t = {k: torch.cat([s.tensors[k] for s in ep.segments])[None]
-                     for k in ("mask", "scores", "old_logp", "ref_logp", "old_values")}
-                kl = kl_estimate(t["old_logp"], t["ref_logp"], cfg.kl_estimator) * t["mask"]
-                kl_coef = cfg.kl_coef if cfg.kl_reward else 0.0
-                rewards = token_rewards(t["scores"], kl, t["mask"], kl_coef)
-                adv, ret = gae(rewards, t["old_values"], t["mask"], gamma=cfg.gamma, lam=cfg.lam)
-                offset = 0
-                for seg in ep.segments:
-                    n = len(seg.input_ids)
-                    seg.tensors["advantages"] = adv[0, offset: offset + n]
-                    seg.tensors["returns"] = ret[0, offset: offset + n]
-                    offset += n
-            if cfg.whiten_advantages:
-                mask = torch.cat([s.tensors["mask"] for s in all_segments])
-                flat = masked_whiten(torch.cat([s.tensors["advantages"] for s in all_segments]), mask)
-                offset = 0
-                for seg in all_segments:
-                    n = len(seg.input_ids)
-                    seg.tensors["advantages"] = flat[offset: offset + n]
-                    offset += n
+        for ep in episodes:
+            t = {k: torch.cat([s.tensors[k] for s in ep.segments])[None]
+                 for k in ("mask", "scores", "old_logp", "ref_logp", "old_values")}
+            kl = kl_estimate(t["old_logp"], t["ref_logp"], cfg.kl_estimator) * t["mask"]
+            kl_coef = cfg.kl_coef if cfg.kl_in_reward else 0.0
+            rewards = token_rewards(t["scores"], kl, t["mask"], kl_coef)
+            adv, ret = gae(rewards, t["old_values"], t["mask"], gamma=cfg.gamma, lam=cfg.lam)
+            offset = 0
+            for seg in ep.segments:
+                n = len(seg.input_ids)
+                seg.tensors["advantages"] = adv[0, offset: offset + n]
+                seg.tensors["returns"] = ret[0, offset: offset + n]
+                offset += n
+        if cfg.whiten_advantages:
+            mask = torch.cat([s.tensors["mask"] for s in all_segments])
+            flat = masked_whiten(torch.cat([s.tensors["advantages"] for s in all_segments]), mask)
+            offset = 0
+            for seg in all_segments:
+                n = len(seg.input_ids)
+                seg.tensors["advantages"] = flat[offset: offset + n]
+                offset += n
         mask = torch.cat([s.tensors["mask"] for s in all_segments])
         kl_all = kl_estimate(torch.cat([s.tensors["old_logp"] for s in all_segments]),
                              torch.cat([s.tensors["ref_logp"] for s in all_segments]), cfg.kl_estimator)
@@ -609,11 +555,10 @@ class PPOTrainer:
         mask = t["mask"]
         loss, stats = clipped_policy_loss(fwd["logp"], t["old_logp"], t["advantages"], mask, cfg.clip_eps)
         parts = {"policy_loss": float(loss.detach()), **stats}
-        if self.value_head is not None:
-            v_loss, v_stats = clipped_value_loss(fwd["values"], t["old_values"], t["returns"], mask, cfg.value_clip_eps)
-            loss = loss + cfg.value_coef * v_loss
-            parts.update(value_loss=float(v_loss.detach()), **v_stats)
-        if not cfg.kl_reward and cfg.kl_coef > 0:
+        v_loss, v_stats = clipped_value_loss(fwd["values"], t["old_values"], t["returns"], mask, cfg.value_clip_eps)
+        loss = loss + cfg.value_coef * v_loss
+        parts.update(value_loss=float(v_loss.detach()), **v_stats)
+        if not cfg.kl_in_reward and cfg.kl_coef > 0:
             kl = masked_mean(kl_estimate(fwd["logp"], t["ref_logp"], cfg.kl_estimator), mask)
             loss = loss + cfg.kl_coef * kl
             parts["kl_loss"] = float(kl.detach())
@@ -630,8 +575,7 @@ class PPOTrainer:
         with atomic_dir(self.checkpoint_dir) as tmp:
             self.model.save_pretrained(tmp)
             self.tokenizer.save_pretrained(tmp)
-            if self.value_head is not None:
-                torch.save(self.value_head.state_dict(), tmp / VALUE_HEAD_FILE)
+            torch.save(self.value_head.state_dict(), tmp / VALUE_HEAD_FILE)
             if self.config.save_optimizer:
                 torch.save(self.optimizer.state_dict(), tmp / OPTIMIZER_FILE)
             (tmp / TRAINER_STATE_FILE).write_text(json.dumps(
@@ -688,7 +632,7 @@ class PPOTrainer:
         if self.start_update >= cfg.total_updates:
             return self.checkpoint_dir
         bar = tqdm(range(self.start_update, cfg.total_updates), initial=self.start_update, total=cfg.total_updates,
-                   desc=cfg.algorithm, unit="update", disable=not cfg.progress)
+                   desc="ppo", unit="update", disable=not cfg.progress)
         for update in bar:
             stats = self.step(update)
             self._log(stats)

@@ -1,4 +1,4 @@
-"""The pure tensor maths of PPO and GRPO over token sequences with a policy mask.
+"""The pure tensor maths of PPO over token sequences with a policy mask.
 
 Every function takes padded ``[B, L]`` tensors and a ``mask`` that is 1 on the policy's own
 tokens (the responses it sampled) and 0 everywhere else (the prompt, the environment's feedback,
@@ -19,8 +19,6 @@ emitted token ``i`` (the trainer shifts the model outputs accordingly).
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
-
 import torch
 
 __all__ = [
@@ -35,7 +33,6 @@ __all__ = [
     "gae",
     "clipped_policy_loss",
     "clipped_value_loss",
-    "group_relative_advantages",
 ]
 
 KL_ESTIMATORS = ("k1", "k2", "k3")
@@ -213,34 +210,3 @@ def clipped_value_loss(
         clipfrac = masked_mean((loss_clipped > loss_unclipped).float(), mask)
     return loss, {"value_clipfrac": float(clipfrac)}
 
-
-def group_relative_advantages(
-    rewards: Sequence[float] | torch.Tensor,
-    groups: Sequence[Hashable],
-    *,
-    scale_by_std: bool = True,
-    eps: float = 1e-6,
-) -> torch.Tensor:
-    """GRPO's episode advantages: each reward minus its group's mean (divided by the group's std).
-
-    A group is the ``n`` episodes of one problem. Groups of equal rewards get advantage 0 (no
-    signal); a group of one episode too. The std is the population std (as in DeepSeekMath).
-
-    Returns:
-        A float tensor with one advantage per episode, in input order.
-    """
-    r = torch.as_tensor(rewards, dtype=torch.float32)
-    if r.ndim != 1 or len(groups) != r.shape[0]:
-        raise ValueError(f"need one group id per reward, got {len(groups)} ids for shape {tuple(r.shape)}")
-    out = torch.zeros_like(r)
-    index: dict[Hashable, list[int]] = {}
-    for i, g in enumerate(groups):
-        index.setdefault(g, []).append(i)
-    for members in index.values():
-        idx = torch.tensor(members)
-        group = r[idx]
-        centred = group - group.mean()
-        if scale_by_std:
-            centred = centred / (group.std(unbiased=False) + eps)
-        out[idx] = centred
-    return out

@@ -53,12 +53,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--finetuned-backend", default="transformers", help="backend of trained checkpoints")
     p.add_argument("--checkpoint", action="append", type=_pair, default=[], metavar="AGENT=PATH",
                    help="generator directory or training run directory of an agent (repeatable)")
-    p.add_argument("--verifier", default=None, help="verifier for agents without their own (Instruct, PPO)")
+    p.add_argument("--verifier", default=None, help="verifier for agents without their own (Instruct, PPO, GRPO)")
     p.add_argument("--ablations", action="store_true", help="also run RFT_LV, µCODE_OV, µCODE_LV (ablation table)")
     p.add_argument("--selectors", action="store_true", help="also run µCODE with every selector (selector table)")
     p.add_argument("--train", action="store_true", help="train agents without a checkpoint (slow)")
     p.add_argument("--train-preset", default="cpu", help="µCODE/RFT training preset: cpu, paper or a JSON file")
     p.add_argument("--ppo", default="{}", help="JSON object of PPOConfig overrides for --train")
+    p.add_argument("--grpo", default="{}", help="JSON object of GRPOBaselineConfig overrides for --train")
     p.add_argument("--n-bootstrap", type=int, default=2000, help="paired-bootstrap resamples")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return p
@@ -72,13 +73,15 @@ def run(args: argparse.Namespace) -> int:
     from baselines.bench import run_bench
 
     console = Console()
+    overrides = {}
+    for flag in ("ppo", "grpo"):
+        try:
+            overrides[flag] = json.loads(getattr(args, flag))
+        except json.JSONDecodeError as exc:
+            console.print(f"[red]--{flag} must be a JSON object: {exc}[/red]")
+            return 2
     try:
-        ppo_overrides = json.loads(args.ppo)
-    except json.JSONDecodeError as exc:
-        console.print(f"[red]--ppo must be a JSON object: {exc}[/red]")
-        return 2
-    try:
-        config = _config(args, ppo_overrides)
+        config = _config(args, overrides["ppo"], overrides["grpo"])
     except ValueError as exc:
         console.print(f"[red]mucode bench: {exc}[/red]")
         return 2
@@ -90,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _config(args: argparse.Namespace, ppo_overrides: dict):
+def _config(args: argparse.Namespace, ppo_overrides: dict, grpo_overrides: dict | None = None):
     from baselines.bench import BenchConfig
 
     return BenchConfig(
@@ -100,6 +103,7 @@ def _config(args: argparse.Namespace, ppo_overrides: dict):
         max_new_tokens=args.max_new_tokens, repeats=args.repeats, seed=args.seed, base_model=args.model,
         base_backend=args.backend, finetuned_backend=args.finetuned_backend, checkpoints=dict(args.checkpoint),
         verifier=args.verifier, ablations=args.ablations, selectors=args.selectors, train=args.train,
-        train_preset=args.train_preset, ppo_overrides=ppo_overrides, n_bootstrap=args.n_bootstrap,
+        train_preset=args.train_preset, ppo_overrides=ppo_overrides, grpo_overrides=grpo_overrides or {},
+        n_bootstrap=args.n_bootstrap,
         progress=not args.no_progress,
     )

@@ -82,7 +82,8 @@ class BenchConfig:
             PT+LV/LV cells fall back to PT (recorded in the cell and footnoted in the tables).
         ablations: also evaluate the ablation agents at BoN N and write ``ablation.md``.
         selectors: also evaluate µCODE with every selector and write ``selectors.md``.
-        train: train agents that have no checkpoint (``train_preset``; PPO with ``ppo_overrides``).
+        train: train agents that have no checkpoint (``train_preset``; PPO with ``ppo_overrides``,
+            GRPO (TRL's ``GRPOTrainer``, :mod:`baselines.grpo`) with ``grpo_overrides``).
         n_bootstrap: resamples of the paired bootstrap.
         backend_kwargs: backend name -> extra ``make_policy`` kwargs.
         progress: tqdm bars.
@@ -112,6 +113,7 @@ class BenchConfig:
     train: bool = False
     train_preset: str = "cpu"
     ppo_overrides: Mapping[str, Any] = field(default_factory=dict)
+    grpo_overrides: Mapping[str, Any] = field(default_factory=dict)
     n_bootstrap: int = 2000
     backend_kwargs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     progress: bool = True
@@ -140,6 +142,7 @@ class BenchConfig:
             raise ValueError("max_turns, bon_n and repeats must be >= 1 and n_bootstrap >= 100")
         object.__setattr__(self, "checkpoints", dict(self.checkpoints))
         object.__setattr__(self, "ppo_overrides", dict(self.ppo_overrides))
+        object.__setattr__(self, "grpo_overrides", dict(self.grpo_overrides))
         object.__setattr__(self, "backend_kwargs", {k: dict(v) for k, v in self.backend_kwargs.items()})
 
     @property

@@ -47,13 +47,22 @@ __all__ = ["EvaluateFn", "resolve_agent", "run_bench"]
 def _train_agent(name: str, config: BenchConfig, out_dir: Path) -> str:
     """Train ``name`` from the base model under ``out_dir``; returns what :func:`agents.models.convert.resolve_run` takes."""
     env_id = config.env_ids[0]
-    if name in ("ppo", "grpo"):
+    if name == "ppo":
         from baselines.ppo import PPOConfig, PPOTrainer
 
-        ppo_cfg = PPOConfig(**{"model": config.base_model, "output_dir": str(out_dir), "algorithm": name,
-                               "env_id": env_id, "data_dir": config.data_dir, "seed": config.seed,
-                               "max_turns": config.max_turns, "progress": config.progress, **config.ppo_overrides})
+        ppo_cfg = PPOConfig(**{"model": config.base_model, "output_dir": str(out_dir), "env_id": env_id,
+                               "data_dir": config.data_dir, "seed": config.seed, "max_turns": config.max_turns,
+                               "progress": config.progress, **config.ppo_overrides})
         PPOTrainer(ppo_cfg).train()
+        return str(out_dir)
+    if name == "grpo":
+        from baselines.grpo import GRPOBaseline, GRPOBaselineConfig
+
+        grpo_cfg = GRPOBaselineConfig.from_dict({
+            "model": config.base_model, "output_dir": str(out_dir), "env_id": env_id, "data_dir": config.data_dir,
+            "seed": config.seed, "max_turns": config.max_turns, "progress": config.progress,
+            **config.grpo_overrides})
+        GRPOBaseline(grpo_cfg).train()
         return str(out_dir)
     common = dict(run_dir=str(out_dir), env_id=env_id, data_dir=config.data_dir, generator=config.base_model,
                   rollout_backend=config.base_backend, finetuned_backend=config.finetuned_backend, seed=config.seed,

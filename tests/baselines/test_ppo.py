@@ -1,4 +1,4 @@
-"""baselines.ppo: multi-turn episodes in the real environment, reward placement, PPO/GRPO updates."""
+"""baselines.ppo: multi-turn episodes in the real environment, reward placement, PPO updates."""
 
 from __future__ import annotations
 
@@ -87,11 +87,11 @@ def test_invalid_code_penalty_sits_at_each_failed_turn(tmp_path, tiny_model_dir,
     assert scores == pytest.approx([-0.2, -0.2])
 
 
-@pytest.mark.parametrize("algorithm", ["ppo", "grpo"])
+@pytest.mark.parametrize("kl_in_reward", [True, False])
 def test_updates_run_end_to_end_change_the_weights_and_resume(tmp_path, tiny_model_dir, sandbox, toy_problems,
-                                                              algorithm):
-    cfg = small_config(tmp_path, tiny_model_dir, algorithm=algorithm, group_size=2,
-                       kl_estimator="k3" if algorithm == "grpo" else "k1", entropy_coef=0.01)
+                                                              kl_in_reward):
+    cfg = small_config(tmp_path, tiny_model_dir, kl_in_reward=kl_in_reward, kl_estimator="k1" if kl_in_reward else "k3",
+                       entropy_coef=0.01)
     path = PPOTrainer(cfg, problems=toy_problems, sandbox=sandbox).train()
     assert path == tmp_path / "run" / CHECKPOINT_DIR
     before, after = _weights(tiny_model_dir), _weights(path)
@@ -99,7 +99,7 @@ def test_updates_run_end_to_end_change_the_weights_and_resume(tmp_path, tiny_mod
     rows = [json.loads(line) for line in (tmp_path / "run" / LOG_FILE).read_text().splitlines()]
     assert [r["update"] for r in rows] == [0, 1]
     assert all(r["optimizer_steps"] >= 1 and r["policy_tokens"] > 0 for r in rows)
-    assert (path / "value_head.pt").is_file() == (algorithm == "ppo")
+    assert (path / "value_head.pt").is_file()
     state = json.loads((path / "trainer_state.json").read_text())
     assert state["update"] == 2
     # resume: one more update continues from the checkpoint
@@ -114,26 +114,23 @@ def test_updates_run_end_to_end_change_the_weights_and_resume(tmp_path, tiny_mod
 
 
 def test_config_validation():
-    with pytest.raises(ValueError, match="algorithm"):
-        PPOConfig(model="m", output_dir="o", algorithm="a2c")
-    with pytest.raises(ValueError, match="multiple of"):
-        PPOConfig(model="m", output_dir="o", algorithm="grpo", episodes_per_update=5, group_size=4)
     with pytest.raises(ValueError, match="temperature"):
         PPOConfig(model="m", output_dir="o", temperature=0.0)
     with pytest.raises(ValueError, match="kl_estimator"):
         PPOConfig(model="m", output_dir="o", kl_estimator="k9")
-    assert PPOConfig(model="m", output_dir="o").kl_reward
-    assert not PPOConfig(model="m", output_dir="o", algorithm="grpo").kl_reward
+    assert PPOConfig(model="m", output_dir="o").kl_in_reward
+    with pytest.raises(ValueError, match="episodes_per_update"):
+        PPOConfig(model="m", output_dir="o", episodes_per_update=0)
     with pytest.raises(ValueError, match="unknown PPOConfig"):
         PPOConfig.from_dict({"model": "m", "output_dir": "o", "lr": 1})
 
 
 def test_cpu_preset_is_a_short_valid_run_on_the_experiment_subset():
     cfg = PPOConfig.cpu("out")
-    assert (cfg.model, cfg.algorithm, cfg.device) == ("qwen2.5-coder-0.5b", "ppo", "cpu")
+    assert (cfg.model, cfg.device) == ("qwen2.5-coder-0.5b", "cpu")
     # the µCODE cpu experiment trains on the first 8 MBPP-train problems; PPO must see the same
     assert cfg.limit == 8 and cfg.split == "train" and cfg.problem_ids is None
     assert cfg.total_updates * cfg.episodes_per_update == 16 and cfg.gradient_checkpointing
-    assert PPOConfig.cpu("out", total_updates=5, algorithm="grpo").total_updates == 5
-    with pytest.raises(ValueError, match="multiple of"):  # overrides still go through validation
-        PPOConfig.cpu("out", algorithm="grpo", episodes_per_update=6)
+    assert PPOConfig.cpu("out", total_updates=5).total_updates == 5
+    with pytest.raises(ValueError, match="total_updates"):  # overrides still go through validation
+        PPOConfig.cpu("out", total_updates=0)

@@ -1,4 +1,4 @@
-"""baselines.ppo_math: GAE over policy tokens, masking, clipping, KL estimators, group advantages."""
+"""baselines.ppo_math: GAE over policy tokens, masking, clipping, KL estimators."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from baselines.ppo_math import (
     clipped_policy_loss,
     clipped_value_loss,
     gae,
-    group_relative_advantages,
     kl_estimate,
     masked_mean,
     masked_whiten,
@@ -181,18 +180,6 @@ def test_policy_forward_shifts_logprobs_and_values(tiny_model):
     assert torch.allclose(out["values"][0, 1:], torch.full((4,), 0.25)) and out["values"][0, 0] == 0
     assert torch.all(out["entropy"][0, 1:] > 0)
     assert torch.allclose(token_logprobs(logits[:-1], ids[0, 1:]), manual, atol=1e-5)
-
-
-def test_group_relative_advantages():
-    adv = group_relative_advantages([1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.5], ["a", "a", "a", "a", "b", "b", "c"])
-    mean, std = 0.25, (0.25 * 0.75) ** 0.5
-    assert torch.allclose(adv[:4], torch.tensor([0.75, -0.25, -0.25, -0.25]) / (std + 1e-6), atol=1e-5)
-    assert torch.all(adv[4:] == 0)  # equal rewards or a lone episode: no signal
-    centred = group_relative_advantages([1.0, 0.0], [0, 0], scale_by_std=False)
-    assert torch.allclose(centred, torch.tensor([0.5, -0.5]))
-    assert abs(mean - 0.25) < 1e-9
-    with pytest.raises(ValueError):
-        group_relative_advantages([1.0, 0.0], [0])
 
 
 def test_masked_whiten():
