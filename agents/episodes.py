@@ -147,11 +147,15 @@ class _Live:
     turns: list[TurnRecord] = field(default_factory=list)
 
 
-def _accepts_progress(policy: Policy) -> bool:
+def _optional_keywords(policy: Policy) -> set[str]:
+    """Which of the engine's optional ``generate`` keywords the policy takes: ``progress``
+    (``callback(generations, tokens)`` within a call) and ``episodes`` (the episode index of every
+    chat, for policies that keep per-episode state such as token histories or a server affinity)."""
     try:
-        return "progress" in inspect.signature(policy.generate).parameters
+        parameters = inspect.signature(policy.generate).parameters
     except (TypeError, ValueError):
-        return False
+        return set()
+    return {"progress", "episodes"} & set(parameters)
 
 
 class _Progress:
@@ -248,7 +252,7 @@ def play_episodes(
     stats = stats if stats is not None else EpisodeStats()
     name = policy_name if policy_name is not None else str(getattr(policy, "name", type(policy).__name__))
     record = dict(sampling_record) if sampling_record is not None else asdict(sampling(0))
-    hook = _accepts_progress(policy)
+    keywords = _optional_keywords(policy)
     total = progress_total if progress_total is not None else len(specs)
     bar = _Progress(progress, total, total - len(specs), progress_desc)
     width = max_live or max(1, len(specs))
@@ -271,7 +275,12 @@ def play_episodes(
             chats = [to_messages(ep.obs) for ep in live]
             bar.start_turn(call, len(chats) * n)
             t0 = time.perf_counter()
-            gens = policy.generate(chats, params, progress=bar.generated) if hook else policy.generate(chats, params)
+            extra: dict[str, Any] = {}
+            if "progress" in keywords:
+                extra["progress"] = bar.generated
+            if "episodes" in keywords:
+                extra["episodes"] = [ep.index for ep in live]
+            gens = policy.generate(chats, params, **extra)
             stats.generation_s += time.perf_counter() - t0
             if len(gens) != len(chats) or any(len(g) != n for g in gens):
                 raise ValueError(f"policy {name} returned {[len(g) for g in gens]} generations for {len(chats)} "

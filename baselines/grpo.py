@@ -284,10 +284,7 @@ class GRPOBaseline:
         trainer = self.build()
         trl_dir = self.output_dir / TRL_DIR
         last = get_last_checkpoint(str(trl_dir)) if self.config.resume and trl_dir.is_dir() else None
-        try:
-            trainer.train(resume_from_checkpoint=last)
-        finally:
-            self.rollout.close()
+        trainer.train(resume_from_checkpoint=last)
         self._save(trainer)
         return self.checkpoint_dir
 

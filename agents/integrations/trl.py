@@ -116,10 +116,9 @@ class MultiTurnRolloutConfig:
 def _load_problems(env_id: str, split: str, data_dir: str | None, problems: Sequence[Any] | None) -> list[Any]:
     if problems is not None:
         return list(problems)
-    from mucode_env.datasets import load_problems
-    from mucode_env.registration import ENV_IDS, check_env_id
+    from mucode_env.registration import env_problems
 
-    return load_problems(ENV_IDS[check_env_id(env_id)]["benchmark"], split, data_dir=data_dir)
+    return env_problems(env_id, split=split, data_dir=data_dir)
 
 
 def _make_env(env_id: str, split: str, problems: list[Any], **kwargs: Any):
@@ -219,17 +218,11 @@ def _text_tokenizer(processing_class: Any) -> Any:
 class _Episode:
     """One episode's token record while it is played."""
 
-    problem_id: str
-    messages: list[dict[str, str]]
     prompt_ids: list[int]
     completion_ids: list[int] = field(default_factory=list)
     env_mask: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
-    done: bool = False
-    oracle: float = 0.0
-    pass_rate: float = 0.0
     turns: int = 0
-    code: str = ""
 
     def extend(self, ids: Sequence[int], logprobs: Sequence[float] | None, *, is_policy: bool) -> None:
         self.completion_ids.extend(int(i) for i in ids)
@@ -270,6 +263,51 @@ class _SampledLogprobs:
         return torch.stack(self._values, dim=1)
 
 
+class _TrainerSampler:
+    """A policy for the episode engine over a TRL trainer's model that keeps every episode's tokens.
+
+    Turn t+1 is generated from ``prompt_ids + completion_ids`` so far, never from a re-rendered and
+    re-tokenised chat, so TRL later scores exactly the tokens the policy saw and produced. Between
+    turns, the feedback arrives as the chat's last user message and is appended as the chat
+    template's tokens (:func:`feedback_bridge`) under mask 0.
+    """
+
+    def __init__(self, rollout: "MuCodeRolloutFunc", trainer: Any) -> None:
+        self.rollout, self.trainer = rollout, trainer
+        self.tokenizer = _text_tokenizer(trainer.processing_class)
+        self.template_kwargs = dict(getattr(trainer, "chat_template_kwargs", None) or {})
+        self.stop_ids = [int(i) for i in trainer.eos_token_ids]
+        self.states: dict[int, _Episode] = {}
+        self.rounds = 0
+
+    def generate(self, chats: Sequence[Any], params: Any, episodes: Sequence[int]) -> list[list[Any]]:
+        from agents.policy import Generation
+
+        if params.n != 1:
+            raise ValueError("the TRL rollout samples one response per episode and turn (n=1)")
+        for chat, index in zip(chats, episodes):
+            state = self.states.get(index)
+            if state is None:  # the first turn: the prompt as the chat template renders it
+                self.states[index] = _Episode(_render(self.tokenizer, chat, add_generation_prompt=True,
+                                                      **self.template_kwargs))
+                continue
+            end_id, bridge = feedback_bridge(self.tokenizer, chat, self.stop_ids, **self.template_kwargs)
+            sampled = state.completion_ids
+            closing = [] if sampled and sampled[-1] in self.stop_ids else [end_id]  # a response cut by the limit
+            state.extend(closing + bridge, None, is_policy=False)
+        states = [self.states[index] for index in episodes]
+        tokens, logprobs = self.rollout._generate(self.trainer, [st.prompt_ids + st.completion_ids for st in states])
+        self.rounds += 1
+        out = []
+        for state, toks, lps in zip(states, tokens, logprobs):
+            state.extend(toks, lps, is_policy=True)
+            state.turns += 1
+            body = toks[:-1] if toks and toks[-1] in self.stop_ids else toks
+            out.append([Generation(self.tokenizer.decode(body, skip_special_tokens=True),
+                                   len(state.prompt_ids), len(body))])
+        return out
+
+
 class MuCodeRolloutFunc:
     """TRL ``rollout_func`` that plays the paper's multi-turn MDP for every prompt it is given.
 
@@ -299,29 +337,18 @@ class MuCodeRolloutFunc:
         self._sandbox = sandbox
         self._problems: list[Any] | None = None
         self._by_prompt: dict[str, list[str]] = {}
-        self._envs: list[Any] = []
 
-    # ---- problems and environments -------------------------------------------------------------
+    # ---- problems ------------------------------------------------------------------------------
     def _setup(self) -> None:
         if self._problems is not None:
             return
         cfg = self.config
         self._problems = _load_problems(cfg.env_id, cfg.split, cfg.data_dir, self._problems_arg)
-        env = self._new_env()
+        env = _make_env(cfg.env_id, cfg.split, self._problems, max_turns=1, sandbox=self._sandbox)
         for problem in env.unwrapped.problems:
             obs, _ = env.reset(options={"problem_id": problem.id})
             self._by_prompt.setdefault(obs["prompt"], []).append(problem.id)
-        self._envs.append(env)
-
-    def _new_env(self):
-        cfg = self.config
-        return _make_env(cfg.env_id, cfg.split, self._problems, max_turns=cfg.max_turns, termination=cfg.termination,
-                         reward_mode="final", feedback_chars=cfg.feedback_chars, sandbox=self._sandbox)
-
-    def _env_pool(self, n: int) -> list[Any]:
-        while len(self._envs) < n:
-            self._envs.append(self._new_env())
-        return self._envs[:n]
+        env.close()
 
     def problem_id(self, prompt: Any) -> str:
         """The problem whose first user message is the prompt's last user message."""
@@ -341,67 +368,55 @@ class MuCodeRolloutFunc:
                 f"leave all but one out of the dataset (build_dataset(problem_ids=...))")
         return ids[0]
 
-    def close(self) -> None:
-        """Close the environments (the sandbox is closed by whoever owns it)."""
-        for env in self._envs:
-            env.close()
-        self._envs.clear()
-
     # ---- the rollout ---------------------------------------------------------------------------
     def __call__(self, prompts: list[Any], trainer: Any) -> dict[str, list[Any]]:
-        """Play one episode per prompt with ``trainer``'s model; returns TRL's rollout dict."""
-        from mucode_env.env import step_batch, to_messages
+        """Play one episode per prompt with ``trainer``'s model; returns TRL's rollout dict.
+
+        Episodes run on the shared engine (:func:`agents.episodes.play_episodes`): one batched
+        generate call and one sandbox batch per turn, the sampler keeping each episode's tokens.
+        """
+        import gymnasium as gym
+
+        from agents.episodes import EpisodeSpec, StepOutcome, play_episodes
+        from agents.policy import SamplingParams
 
         if getattr(trainer.args, "use_vllm", False):
             raise UnsupportedTrainerError("MuCodeRolloutFunc generates with the trainer's own model; "
                                           "set GRPOConfig(use_vllm=False)")
         cfg = self.config
-        tokenizer = _text_tokenizer(trainer.processing_class)
-        template_kwargs = dict(getattr(trainer, "chat_template_kwargs", None) or {})
-        stop_ids = [int(i) for i in trainer.eos_token_ids]
-        episodes = [_Episode(problem_id=self.problem_id(p), messages=[dict(m) for m in p],
-                             prompt_ids=_render(tokenizer, p, add_generation_prompt=True, **template_kwargs))
-                    for p in prompts]
-        envs = self._env_pool(len(episodes))
-        for env, ep in zip(envs, episodes):
-            env.reset(options={"problem_id": ep.problem_id})
-        for _ in range(cfg.max_turns):
-            # every process runs T generation rounds, even with nothing left to play, so that
-            # collective weight gathers (DeepSpeed ZeRO-3) stay matched across processes
-            active = [i for i, ep in enumerate(episodes) if not ep.done]
-            tokens, logprobs = self._generate(trainer, [episodes[i].prompt_ids + episodes[i].completion_ids
-                                                        for i in active])
-            if not active:
-                continue
-            texts = [tokenizer.decode(t[:-1] if t and t[-1] in stop_ids else t, skip_special_tokens=True)
-                     for t in tokens]
-            results = step_batch([envs[i] for i in active], texts)
-            for i, toks, lps, text, (obs, reward, terminated, truncated, info) in zip(
-                    active, tokens, logprobs, texts, results):
-                ep = episodes[i]
-                ep.extend(toks, lps, is_policy=True)
-                ep.turns += 1
-                ep.code = info["code"]
-                if terminated or truncated:
-                    ep.done = True
-                    ep.oracle = float(reward)  # reward_mode="final": the oracle of this last program
-                    n_public = len(envs[i].unwrapped.problem.public_tests)
-                    ep.pass_rate = info["public_result"].n_passed / n_public if n_public else float(info["public_passed"])
-                    continue
-                ep.messages += [{"role": "assistant", "content": text}, to_messages(obs)[-1]]
-                end_id, bridge = feedback_bridge(tokenizer, ep.messages, stop_ids, **template_kwargs)
-                closing = [] if toks and toks[-1] in stop_ids else [end_id]  # a response cut by the token limit
-                ep.extend(closing + bridge, None, is_policy=False)
+        problem_ids = [self.problem_id(p) for p in prompts]
+        sampler = _TrainerSampler(self, trainer)
+        outcomes: dict[int, StepOutcome] = {}
+        env_kwargs = dict(split=cfg.split, problems=self._problems, max_turns=cfg.max_turns,
+                          termination=cfg.termination, reward_mode="final", feedback_chars=cfg.feedback_chars,
+                          disable_env_checker=True)
+        if self._sandbox is not None:
+            env_kwargs["sandbox"] = self._sandbox
+        play_episodes(sampler, lambda: gym.make(cfg.env_id, **env_kwargs),
+                      [EpisodeSpec(pid, k) for k, pid in enumerate(problem_ids)],
+                      sampling=lambda call: SamplingParams(), on_turn=lambda step: outcomes.__setitem__(step.episode, step),
+                      env_id=cfg.env_id)
+        # every process runs T generation rounds, even with nothing left to play, so that
+        # collective weight gathers (DeepSpeed ZeRO-3) stay matched across processes
+        for _ in range(sampler.rounds, cfg.max_turns):
+            self._generate(trainer, [])
+        episodes = [sampler.states[k] for k in range(len(prompts))]
+        last = [outcomes[k] for k in range(len(prompts))]
+        pass_rates = []
+        for step in last:
+            n_public = step.info["public_result"].n_total
+            pass_rates.append(step.info["public_result"].n_passed / n_public if n_public
+                              else float(step.info["public_passed"]))
         return {
             "prompt_ids": [ep.prompt_ids for ep in episodes],
             "completion_ids": [ep.completion_ids for ep in episodes],
             "logprobs": [ep.logprobs for ep in episodes],
             "env_mask": [ep.env_mask for ep in episodes],
-            PROBLEM_KEY: [ep.problem_id for ep in episodes],
-            ORACLE_KEY: [ep.oracle for ep in episodes],
-            PASS_RATE_KEY: [ep.pass_rate for ep in episodes],
+            PROBLEM_KEY: problem_ids,
+            ORACLE_KEY: [step.reward for step in last],  # reward_mode="final": the oracle of the last program
+            PASS_RATE_KEY: pass_rates,
             TURNS_KEY: [ep.turns for ep in episodes],
-            CODE_KEY: [ep.code for ep in episodes],
+            CODE_KEY: [step.info["code"] for step in last],
         }
 
     def _generate(self, trainer: Any, contexts: list[list[int]]) -> tuple[list[list[int]], list[list[float]]]:

@@ -176,7 +176,6 @@ def test_scripted_episodes_mask_exactly_the_feedback_and_score_with_the_oracle(t
         oracle_reward(prompts, completions, **{**rows, "problem_id": ["MBPP/602"] * 4})
     with pytest.raises(KeyError, match="MuCodeRolloutFunc"):
         oracle_reward(prompts, completions, problem_id=out[PROBLEM_KEY])
-    rollout.close()
 
 
 def test_grpo_trainer_takes_two_optimizer_steps_through_the_multi_turn_rollout(tiny_model_dir, tmp_path, data_dir,
@@ -236,7 +235,6 @@ def test_grpo_trainer_takes_two_optimizer_steps_through_the_multi_turn_rollout(t
         assert sampled and all(0 in out["env_mask"][i] for i in sampled)  # their feedback turns are masked
     logged = [row for row in trainer.state.log_history if "rewards/oracle/mean" in row]
     assert [row["rewards/oracle/mean"] for row in logged] == [0.5, 0.5]
-    rollout.close()
 
 
 def test_sampled_logprobs_are_the_models_tempered_log_probabilities(tiny_model_dir, tmp_path, data_dir, sandbox):
@@ -254,7 +252,6 @@ def test_sampled_logprobs_are_the_models_tempered_log_probabilities(tiny_model_d
             logits = model(ids).logits[0, len(context) - 1: -1].float() / 0.7
         expected = torch.log_softmax(logits, -1).gather(-1, torch.tensor(toks)[:, None]).squeeze(-1)
         assert torch.allclose(torch.tensor(lps), expected, atol=1e-4)
-    rollout.close()
 
 
 def test_feedback_bridge_refuses_templates_that_rewrite_earlier_turns(tiny_model_dir):
@@ -302,7 +299,6 @@ def test_rollout_refuses_unknown_prompts_vllm_and_bad_settings(tiny_model_dir, t
         MultiTurnRolloutConfig(termination="never")
     with pytest.raises(mucode_env.UnknownEnvError):
         MultiTurnRolloutConfig(env_id="MuCode-MBBP-v0")
-    rollout.close()
 
 
 def test_problems_sharing_a_prompt_are_refused(sandbox):
@@ -316,4 +312,3 @@ def test_problems_sharing_a_prompt_are_refused(sandbox):
     rollout = MuCodeRolloutFunc(MultiTurnRolloutConfig(max_turns=1), problems=twins, sandbox=sandbox)
     with pytest.raises(UnknownProblemError, match="share the same prompt"):
         rollout.problem_id(prompt)
-    rollout.close()
