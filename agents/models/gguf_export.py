@@ -37,34 +37,13 @@ import numpy as np
 
 from mucode_env.atomic import atomic_path
 
-__all__ = ["DTYPES", "SUPPORTED_ARCHS", "export_gguf", "export_for_llama_cpp"]
+__all__ = ["DTYPES", "SUPPORTED_ARCHS", "export_gguf", "export_for_llama_cpp", "gguf_tensor_name"]
 
 logger = logging.getLogger(__name__)
 
 SUPPORTED_ARCHS = ("llama", "qwen2")
 DTYPES = ("f32", "f16", "q8_0")
 
-_LAYER = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
-_LAYER_NAMES = {
-    "input_layernorm.weight": "attn_norm.weight",
-    "self_attn.q_proj.weight": "attn_q.weight",
-    "self_attn.q_proj.bias": "attn_q.bias",
-    "self_attn.k_proj.weight": "attn_k.weight",
-    "self_attn.k_proj.bias": "attn_k.bias",
-    "self_attn.v_proj.weight": "attn_v.weight",
-    "self_attn.v_proj.bias": "attn_v.bias",
-    "self_attn.o_proj.weight": "attn_output.weight",
-    "self_attn.o_proj.bias": "attn_output.bias",
-    "post_attention_layernorm.weight": "ffn_norm.weight",
-    "mlp.gate_proj.weight": "ffn_gate.weight",
-    "mlp.up_proj.weight": "ffn_up.weight",
-    "mlp.down_proj.weight": "ffn_down.weight",
-}
-_GLOBAL_NAMES = {
-    "model.embed_tokens.weight": "token_embd.weight",
-    "model.norm.weight": "output_norm.weight",
-    "lm_head.weight": "output.weight",
-}
 # keys that are not model weights (rotary caches of old checkpoints)
 _IGNORED = re.compile(r"(rotary_emb\.inv_freq|\.masked_bias|\.attn\.bias)$")
 
@@ -308,6 +287,15 @@ def _config_kv(cfg: dict[str, Any], arch: str, n_vocab: int, model_dir: Path) ->
 # ----------------------------------------------------------------------------- tensors
 
 
+def gguf_tensor_name(hf_name: str, arch: str, n_layer: int) -> str | None:
+    """llama.cpp's name of a Hugging Face tensor (``model.layers.3.self_attn.q_proj.weight`` ->
+    ``blk.3.attn_q.weight``), from the ``gguf`` package's own tables; None when it has none."""
+    import gguf
+
+    name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.upper()], n_layer)
+    return name_map.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+
+
 def _plan(weights: _HFWeights, cfg: dict[str, Any], want_output: bool | None) -> list[tuple[str, str]]:
     """(gguf name, hf name) of every tensor to write, in llama.cpp's usual order."""
     plan: list[tuple[str, str]] = [("token_embd.weight", "model.embed_tokens.weight")]
@@ -317,9 +305,9 @@ def _plan(weights: _HFWeights, cfg: dict[str, Any], want_output: bool | None) ->
     for name in sorted(weights.names):
         if name in ("model.embed_tokens.weight", "model.norm.weight", "lm_head.weight") or _IGNORED.search(name):
             continue
-        m = _LAYER.match(name)
-        if m and m.group(2) in _LAYER_NAMES and int(m.group(1)) < n_layer:
-            per_layer[int(m.group(1))].append((f"blk.{m.group(1)}.{_LAYER_NAMES[m.group(2)]}", name))
+        gguf_name = gguf_tensor_name(name, cfg["model_type"], n_layer)
+        if gguf_name is not None and gguf_name.startswith("blk."):
+            per_layer[int(gguf_name.split(".")[1])].append((gguf_name, name))
         else:
             unknown.append(name)
     if unknown:

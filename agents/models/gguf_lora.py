@@ -24,12 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from agents.models.gguf_export import (
-    _LAYER,
-    _LAYER_NAMES,
     SUPPORTED_ARCHS,
     _heads,
     _read_config,
     gguf_writer,
+    gguf_tensor_name,
     llama_permute,
 )
 
@@ -92,10 +91,9 @@ def export_lora_gguf(adapter_dir: str | os.PathLike, out_path: str | os.PathLike
         ab = pairs[module]
         if set(ab) != {"A", "B"}:
             raise ValueError(f"{module}: LoRA needs both lora_A and lora_B, found {sorted(ab)}")
-        m = _LAYER.match(module + ".weight")
-        if not (m and m.group(2) in _LAYER_NAMES):
+        name = gguf_tensor_name(module + ".weight", cfg["model_type"], int(cfg["num_hidden_layers"]))
+        if name is None or not name.startswith("blk."):
             raise NotImplementedError(f"adapted module {module!r} has no GGUF name (llama.cpp adapts layer matrices)")
-        name = f"blk.{m.group(1)}.{_LAYER_NAMES[m.group(2)]}"
         a, b = ab["A"], ab["B"]
         if arch == "llama" and name.endswith(("attn_q.weight", "attn_k.weight")):
             n_head, n_kv, _ = _heads(cfg)
