@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from agents.backends.base import BackendError, BackendUnavailableError, sample_seed, validate_chats
@@ -88,15 +88,22 @@ class LlamaCppPolicy:
         except (ValueError, RuntimeError) as exc:
             raise BackendError(f"llama.cpp could not load {self.model_path}: {exc}") from exc
 
-    def generate(self, chats: Sequence[Chat], params: SamplingParams) -> list[list[Generation]]:
-        """Sample ``params.n`` responses for each chat (see :class:`agents.policy.Policy`)."""
+    def generate(self, chats: Sequence[Chat], params: SamplingParams,
+                 progress: Callable[[int, int], None] | None = None) -> list[list[Generation]]:
+        """Sample ``params.n`` responses for each chat (see :class:`agents.policy.Policy`);
+        ``progress(generations, tokens)`` is called after each chat (llama.cpp runs one at a time)."""
         chats = validate_chats(chats)
         out = []
+        done = tokens = 0
         for i, chat in enumerate(chats):
             # Re-evaluating a cached prefix in different chunks changes logits in the last bits, so
             # the cache is dropped per chat: a chat's samples then depend only on (chat, seed, j).
             self._llm.reset()
             out.append([self._one(chat, params, sample_seed(params.seed, i, j)) for j in range(params.n)])
+            if progress is not None:
+                done += params.n
+                tokens += sum(g.completion_tokens for g in out[-1])
+                progress(done, tokens)
         return out
 
     def _one(self, chat: Chat, params: SamplingParams, seed: int) -> Generation:

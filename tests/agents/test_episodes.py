@@ -1,0 +1,105 @@
+"""agents.episodes: the one episode engine (batching, refills, hooks, selection, optional keywords)."""
+
+from __future__ import annotations
+
+import pytest
+
+from agents.episodes import EpisodeSpec, EpisodeStats, derive_seed, play_episodes
+from agents.policy import Generation, SamplingParams
+from mucode_env import MuCodeEnv
+
+RIGHT = {"Toy/inc": "def f(x):\n    return x + 1", "Toy/dbl": "def g(x):\n    return 2 * x"}
+
+
+class FixOnSecondTurn:
+    """Wrong on the first turn, right afterwards; records every call and its optional keywords."""
+
+    name = "fix-on-second-turn"
+
+    def __init__(self):
+        self.calls = []
+
+    def generate(self, chats, params, progress=None, episodes=None):
+        self.calls.append({"n_chats": len(chats), "seed": params.seed, "n": params.n, "episodes": episodes})
+        out = []
+        for k, chat in enumerate(chats):
+            pid = "Toy/inc" if "x + 1" in chat[0]["content"] else "Toy/dbl"
+            right = len(chat) > 1
+            code = RIGHT[pid] if right else "def nothing():\n    pass"
+            out.append([Generation(f"```python\n{code}\n```", 7, 3) for _ in range(params.n)])
+            if progress is not None:
+                progress((k + 1) * params.n, 3 * (k + 1) * params.n)
+        return out
+
+
+@pytest.fixture()
+def factory(sandbox, toy_problems):
+    return lambda: MuCodeEnv(problems=toy_problems, sandbox=sandbox, max_turns=3)
+
+
+def test_derive_seed_is_stable_and_distinguishes_its_parts():
+    assert derive_seed(0, "turn", 1) == derive_seed(0, "turn", 1)
+    assert len({derive_seed(0, "turn", t) for t in range(100)}) == 100
+    assert 0 <= derive_seed("x") < 2 ** 31
+
+
+def test_lock_step_play_with_hooks_keeps_spec_order(factory):
+    policy = FixOnSecondTurn()
+    specs = [EpisodeSpec("Toy/dbl", 0), EpisodeSpec("Toy/inc", 0), EpisodeSpec("Toy/inc", 1)]
+    turns, finished, rounds = [], [], []
+    stats = EpisodeStats()
+    trajs = play_episodes(policy, factory, specs, sampling=lambda call: SamplingParams(seed=derive_seed(9, call)),
+                          on_turn=turns.append, on_done=lambda t: finished.append(t.problem_id),
+                          on_round=lambda s: rounds.append(s.episodes), stats=stats, env_id="toy", seed=9)
+    assert [(t.problem_id, t.sample_index) for t in trajs] == [("Toy/dbl", 0), ("Toy/inc", 0), ("Toy/inc", 1)]
+    assert all([u.reward for u in t.turns] == [0.0, 1.0] for t in trajs)
+    assert [c["n_chats"] for c in policy.calls] == [3, 3] and [c["seed"] for c in policy.calls] == [
+        derive_seed(9, 0), derive_seed(9, 1)]
+    assert [c["episodes"] for c in policy.calls] == [[0, 1, 2], [0, 1, 2]]  # the keyword the policy asked for
+    assert [s.episode for s in turns] == [0, 1, 2, 0, 1, 2] and turns[-1].terminated and turns[-1].reward == 1.0
+    assert len(finished) == 3 and rounds == [0, 3]
+    assert (stats.episodes, stats.generation_calls, stats.generations, stats.executions) == (3, 2, 6, 6)
+    assert all(t.env_id == "toy" and t.seed == 9 and t.policy_name == "fix-on-second-turn" for t in trajs)
+
+
+def test_max_live_refills_finished_episodes_from_the_queue(factory):
+    policy = FixOnSecondTurn()
+    specs = [EpisodeSpec("Toy/inc", j) for j in range(5)]
+    trajs = play_episodes(policy, factory, specs, sampling=lambda call: SamplingParams(), max_live=2)
+    assert [t.sample_index for t in trajs] == [0, 1, 2, 3, 4]
+    assert max(c["n_chats"] for c in policy.calls) == 2
+    # two live episodes, two turns each: a new pair starts whenever one pair finishes
+    assert [c["episodes"] for c in policy.calls] == [[0, 1], [0, 1], [2, 3], [2, 3], [4], [4]]
+
+
+def test_candidates_are_selected_on_public_tests_and_scores(factory):
+    seen = []
+
+    def select(c):
+        seen.append((c.episode, c.turn, list(c.public_passed), c.scores))
+        return len(c.generations) - 1
+
+    trajs = play_episodes(FixOnSecondTurn(), factory, [EpisodeSpec("Toy/inc")], n=3, select=select,
+                          score_fn=lambda prompts, texts: [float(len(t)) for t in texts],
+                          sampling=lambda call: SamplingParams(temperature=0.7))
+    assert seen[0][:3] == (0, 0, [False, False, False]) and seen[1][:3] == (0, 1, [True, True, True])
+    assert len(seen[0][3]) == 3 and trajs[0].success
+    with pytest.raises(ValueError, match="select"):
+        play_episodes(FixOnSecondTurn(), factory, [EpisodeSpec("Toy/inc")], n=2, sampling=lambda c: SamplingParams())
+
+
+def test_a_policy_returning_the_wrong_number_of_generations_is_an_error(factory):
+    class Short:
+        def generate(self, chats, params):
+            return [[]]
+
+    with pytest.raises(ValueError, match="returned"):
+        play_episodes(Short(), factory, [EpisodeSpec("Toy/inc")], sampling=lambda c: SamplingParams())
+
+
+def test_progress_within_a_turn_reaches_the_bar(factory, capsys):
+    policy = FixOnSecondTurn()
+    play_episodes(policy, factory, [EpisodeSpec("Toy/inc"), EpisodeSpec("Toy/dbl")],
+                  sampling=lambda c: SamplingParams(), progress=True)
+    err = capsys.readouterr().err
+    assert "2/2 generations" in err and "6 tokens" in err
