@@ -27,30 +27,25 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from baselines.rl_run import RLRunConfig, read_run_state
+
 __all__ = ["GRPOBaselineConfig", "GRPOBaseline", "CHECKPOINT_DIR", "LOG_FILE", "TRAINER_STATE_FILE", "TRL_DIR"]
 
 CHECKPOINT_DIR = "checkpoint"
 TRAINER_STATE_FILE = "trainer_state.json"
 LOG_FILE = "log.jsonl"
 TRL_DIR = "trl"
-_DTYPES = ("float32", "bfloat16", "float16")
 _SCALE_REWARDS = ("group", "batch", "none")
 # Fields that may change between a run and its resumption without changing what is trained.
 _RESUMABLE_FIELDS = ("max_steps", "save_every", "logging_steps", "progress", "resume", "output_dir")
 
 
 @dataclass(frozen=True)
-class GRPOBaselineConfig:
+class GRPOBaselineConfig(RLRunConfig):
     """Settings of a GRPO run. ``asdict(config)`` is the run record.
 
-    Attributes:
-        model: the initial (and reference) policy: a checkpoint directory, a registry name or a
-            GGUF file (de-quantised by :func:`agents.models.convert.hf_checkpoint`).
-        output_dir: where the checkpoint and the log go.
-        env_id / split / data_dir: the training problems (MBPP: ``"train"``, task ids 601-974).
-        problem_ids / limit: restrict the training problems (ids first, then the first ``limit``).
-        max_turns, termination: the environment's T and termination rule.
-        max_new_tokens: new tokens per turn.
+    Attributes (besides :class:`~baselines.rl_run.RLRunConfig`'s model, run directory, problems,
+    environment rules and sampling):
         max_steps: optimizer steps.
         num_generations: episodes per problem (G), the group of the relative advantage.
         per_device_train_batch_size: episodes per forward/backward pass (TRL counts completions).
@@ -63,27 +58,13 @@ class GRPOBaselineConfig:
         loss_type: TRL's loss normalisation (``"dapo"``: token mean over the batch; ``"grpo"``, ``"dr_grpo"``...).
         scale_rewards: ``"group"`` (divide by the group's std, DeepSeekMath), ``"batch"`` or ``"none"``.
         oracle_weight / public_pass_rate_weight: weights of the two reward functions (both are logged).
-        temperature / top_p: rollout sampling (the loss scores tokens at the same temperature).
-        seed: TRL's seed (sampling, data order).
-        torch_dtype: weights' dtype; bf16 autocast is used only on a GPU that supports it.
-        gradient_checkpointing: trade compute for memory in the training forward.
         logging_steps: TRL's logging period.
         save_every: write TRL checkpoints (with the optimizer state) every N steps, so that an
-            interrupted run resumes; None: only the final policy is saved.
-        resume: continue from the latest TRL checkpoint under ``output_dir/trl``.
-        progress: show TRL's progress bar.
+            interrupted run resumes (``resume`` continues from the latest one under
+            ``output_dir/trl``); None: only the final policy is saved. bf16 autocast is used only
+            on a GPU that supports it.
     """
 
-    model: str
-    output_dir: str
-    env_id: str = "MuCode-MBPP-v0"
-    split: str = "train"
-    problem_ids: tuple[str, ...] | None = None
-    limit: int | None = None
-    data_dir: str | None = None
-    max_turns: int = 3
-    termination: str = "public"
-    max_new_tokens: int = 512
     max_steps: int = 100
     num_generations: int = 4
     per_device_train_batch_size: int = 8
@@ -98,18 +79,12 @@ class GRPOBaselineConfig:
     scale_rewards: str = "group"
     oracle_weight: float = 1.0
     public_pass_rate_weight: float = 0.0
-    temperature: float = 1.0
-    top_p: float = 1.0
-    seed: int = 0
-    torch_dtype: str = "float32"
-    gradient_checkpointing: bool = False
     logging_steps: int = 1
     save_every: int | None = None
-    resume: bool = True
-    progress: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("max_turns", "max_new_tokens", "max_steps", "num_generations", "per_device_train_batch_size",
+        super().__post_init__()
+        for name in ("max_steps", "num_generations", "per_device_train_batch_size",
                      "gradient_accumulation_steps", "num_iterations", "logging_steps"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -124,16 +99,8 @@ class GRPOBaselineConfig:
                              f"{self.num_generations * max(1, batch // self.num_generations)}")
         if self.save_every is not None and (not isinstance(self.save_every, int) or self.save_every < 1):
             raise ValueError(f"save_every must be a positive int or None, got {self.save_every!r}")
-        if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
-            raise ValueError(f"limit must be a positive int or None, got {self.limit!r}")
-        if self.torch_dtype not in _DTYPES:
-            raise ValueError(f"torch_dtype must be one of {_DTYPES}, got {self.torch_dtype!r}")
         if self.scale_rewards not in _SCALE_REWARDS:
             raise ValueError(f"scale_rewards must be one of {_SCALE_REWARDS}, got {self.scale_rewards!r}")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0 (GRPO samples from the policy), got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.learning_rate <= 0 or self.max_grad_norm <= 0:
             raise ValueError(f"learning_rate and max_grad_norm must be > 0, got {self.learning_rate}, "
                              f"{self.max_grad_norm}")
@@ -142,11 +109,6 @@ class GRPOBaselineConfig:
         if self.oracle_weight == 0 and self.public_pass_rate_weight == 0:
             raise ValueError("oracle_weight and public_pass_rate_weight are both 0: nothing to learn from; "
                              "set oracle_weight=1.0")
-        if self.problem_ids is not None:
-            if isinstance(self.problem_ids, str):
-                raise TypeError("problem_ids must be a sequence of ids, not a single string")
-            object.__setattr__(self, "problem_ids", tuple(self.problem_ids))
-        self.rollout_config()  # validates env_id and termination
 
     def rollout_config(self):
         """The episodes, as :class:`agents.integrations.trl.MultiTurnRolloutConfig`."""
@@ -268,8 +230,6 @@ class GRPOBaseline:
         return self.trainer
 
     def _saved_state(self) -> dict[str, Any] | None:
-        from baselines.run_state import read_run_state
-
         if not self.config.resume:
             return None
         return read_run_state(self.checkpoint_dir / TRAINER_STATE_FILE, self.config, _RESUMABLE_FIELDS)

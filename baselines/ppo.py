@@ -47,6 +47,7 @@ from agents.records import Trajectory, TurnRecord
 from mucode_env.atomic import write_text_atomic
 from mucode_env.env import select_problems
 from mucode_env.registration import env_problems
+from baselines.rl_run import RLRunConfig, read_run_state
 from baselines.ppo_math import (
     KL_ESTIMATORS,
     clipped_policy_loss,
@@ -71,24 +72,16 @@ VALUE_HEAD_FILE = "value_head.pt"
 OPTIMIZER_FILE = "optimizer.pt"
 LOG_FILE = "log.jsonl"
 INVALID_CODE_STATUSES = ("compile_error",)
-_DTYPES = ("float32", "bfloat16", "float16")
 # Fields that may change between a run and its resumption without changing what is trained.
 _RESUMABLE_FIELDS = ("total_updates", "save_every", "progress", "resume", "output_dir", "device")
 
 
 @dataclass(frozen=True)
-class PPOConfig:
+class PPOConfig(RLRunConfig):
     """Settings of a PPO run. ``asdict(config)`` is the run record.
 
-    Attributes:
-        model: the initial (and reference) policy: a checkpoint directory, a registry name or a
-            GGUF file (de-quantised by :func:`agents.models.convert.hf_checkpoint`).
-        output_dir: where the checkpoint and the log go.
-        env_id: a registered MuCode id; picks the benchmark (ignored when problems are passed).
-        split: the training split (MBPP: ``"train"``, task ids 601-974).
-        problem_ids / limit: restrict the training problems (ids first, then the first ``limit``).
-        data_dir: offline data directory (else ``$MUCODE_DATA_DIR``).
-        max_turns, termination: the environment's T and termination rule.
+    Attributes (besides :class:`~baselines.rl_run.RLRunConfig`'s model, run directory, problems,
+    environment rules and sampling):
         total_updates: number of (rollout, optimise) iterations.
         episodes_per_update: episodes collected per update.
         ppo_epochs: passes over each update's data.
@@ -106,8 +99,6 @@ class PPOConfig:
         whiten_advantages: normalise the advantages over the batch's policy tokens.
         invalid_code_penalty: subtracted at the last token of every turn with no code or a
             syntax error (RLEF's invalid-code penalty; 0 disables it).
-        temperature / top_p / max_new_tokens: rollout sampling (the loss uses the same tempered
-            distribution, so the data is on-policy).
         max_prompt_tokens: longer contexts keep their last tokens.
         generation_batch_size: contexts per ``generate`` call.
         seed: everything random (problem draws, sampling, minibatch order) derives from it and
@@ -120,15 +111,6 @@ class PPOConfig:
         progress: show a tqdm bar.
     """
 
-    model: str
-    output_dir: str
-    env_id: str = "MuCode-MBPP-v0"
-    split: str = "train"
-    problem_ids: tuple[str, ...] | None = None
-    limit: int | None = None
-    data_dir: str | None = None
-    max_turns: int = 3
-    termination: str = "public"
     total_updates: int = 100
     episodes_per_update: int = 16
     ppo_epochs: int = 1
@@ -148,28 +130,18 @@ class PPOConfig:
     entropy_coef: float = 0.0
     whiten_advantages: bool = True
     invalid_code_penalty: float = 0.0
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_new_tokens: int = 512
     max_prompt_tokens: int = 3072
     generation_batch_size: int = 16
-    seed: int = 0
     save_every: int = 10
     save_optimizer: bool = True
-    resume: bool = True
-    torch_dtype: str = "float32"
     device: str | None = None
-    gradient_checkpointing: bool = False
-    progress: bool = True
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.kl_estimator not in KL_ESTIMATORS:
             raise ValueError(f"kl_estimator must be one of {KL_ESTIMATORS}, got {self.kl_estimator!r}")
-        if self.torch_dtype not in _DTYPES:
-            raise ValueError(f"torch_dtype must be one of {_DTYPES}, got {self.torch_dtype!r}")
         for name in ("total_updates", "episodes_per_update", "ppo_epochs", "minibatch_size",
-                     "micro_batch_size", "max_turns", "max_new_tokens", "max_prompt_tokens",
-                     "generation_batch_size", "save_every"):
+                     "micro_batch_size", "max_prompt_tokens", "generation_batch_size", "save_every"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -182,16 +154,6 @@ class PPOConfig:
             raise ValueError("learning_rate and max_grad_norm must be > 0")
         if min(self.kl_coef, self.value_coef, self.entropy_coef, self.invalid_code_penalty, self.weight_decay) < 0:
             raise ValueError("kl_coef, value_coef, entropy_coef, invalid_code_penalty and weight_decay must be >= 0")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0 (PPO samples from the policy), got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.limit is not None and self.limit < 1:
-            raise ValueError(f"limit must be >= 1 or None, got {self.limit}")
-        if self.problem_ids is not None:
-            if isinstance(self.problem_ids, str):
-                raise TypeError("problem_ids must be a sequence of ids, not a single string")
-            object.__setattr__(self, "problem_ids", tuple(self.problem_ids))
 
     @classmethod
     def cpu(cls, output_dir: str, model: str = "qwen2.5-coder-0.5b", **overrides: Any) -> "PPOConfig":
@@ -387,8 +349,6 @@ class PPOTrainer:
             return_tokens=True, name="ppo:policy")
 
     def _read_state(self) -> dict[str, Any] | None:
-        from baselines.run_state import read_run_state
-
         if not self.config.resume:
             return None
         return read_run_state(self.checkpoint_dir / TRAINER_STATE_FILE, self.config, _RESUMABLE_FIELDS)
