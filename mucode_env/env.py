@@ -10,7 +10,7 @@ from __future__ import annotations
 import atexit
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import gymnasium as gym
@@ -20,7 +20,8 @@ from mucode_env.errors import EpisodeError, SandboxError, UnknownProblemError, d
 from mucode_env.extract import extract_code
 from mucode_env.problem import Problem
 from mucode_env.prompts import feedback_message, first_user_message
-from mucode_env.sandbox import ExecResult, Job, Sandbox, SandboxConfig, Status, render_feedback
+from mucode_env.sandbox import (ExecResult, Executor, Job, Sandbox, SandboxConfig, SandboxLimits, Status,
+                                render_feedback)
 from mucode_env.spaces import UnicodeText
 
 TERMINATIONS = ("public", "oracle")
@@ -132,7 +133,7 @@ class MuCodeEnv(gym.Env[dict, str]):
     def __init__(self, benchmark: str = "mbpp", split: str = "test", max_turns: int = 3, termination: str = "public",
                  reward_mode: str = "final", problem_ids: Sequence[str] | None = None, data_dir: str | None = None,
                  feedback_chars: int = 3000, max_action_chars: int = MAX_ACTION_CHARS,
-                 sandbox: Sandbox | SandboxConfig | None = None, problems: Sequence[Problem] | None = None,
+                 sandbox: Executor | SandboxConfig | None = None, problems: Sequence[Problem] | None = None,
                  render_mode: str | None = None) -> None:
         self.config = EnvConfig(benchmark, split, max_turns, termination, reward_mode,
                                 tuple(problem_ids) if problem_ids is not None else None, data_dir,
@@ -146,14 +147,15 @@ class MuCodeEnv(gym.Env[dict, str]):
             problems = load_problems(benchmark, split, data_dir=data_dir)
         self.problems = self._select(list(problems), self.config.problem_ids)
         self._by_id = {p.id: p for p in self.problems}
-        if isinstance(sandbox, Sandbox):
+        if isinstance(sandbox, Executor):  # the local Sandbox, a RaySandbox, any execute/close object
             self.sandbox, self._owns_sandbox = sandbox, False
         elif isinstance(sandbox, SandboxConfig):
             self.sandbox, self._owns_sandbox = Sandbox(sandbox), True
         elif sandbox is None:
             self.sandbox, self._owns_sandbox = None, False  # the shared sandbox, started lazily
         else:
-            raise TypeError(f"sandbox must be a Sandbox, a SandboxConfig or None, got {type(sandbox).__name__}")
+            raise TypeError(f"sandbox must be a Sandbox (or another Executor such as RaySandbox), a SandboxConfig "
+                            f"or None, got {type(sandbox).__name__}")
         longest = max(len(first_user_message(p)) for p in self.problems)
         text = UnicodeText(max_length=max(longest, self.config.max_action_chars, 1 << 20))
         self.observation_space = gym.spaces.Dict({
@@ -185,7 +187,7 @@ class MuCodeEnv(gym.Env[dict, str]):
             raise ValueError("problem_ids is empty")
         return [by_id[i] for i in ids]
 
-    def _sandbox(self) -> Sandbox:
+    def _sandbox(self) -> Executor:
         if self.sandbox is None:
             self.sandbox = shared_sandbox()
         return self.sandbox
@@ -252,10 +254,11 @@ class MuCodeEnv(gym.Env[dict, str]):
         self._pending_code = "" if len(action) > self.config.max_action_chars else extract_code(action)
         if not self._pending_code.strip():
             return []
-        sandbox = self._sandbox()
         problem = self.problem
-        return [sandbox.problem_job(problem, self._pending_code, "public"),
-                sandbox.problem_job(problem, self._pending_code, "private")]
+        # Built here, not by the sandbox, so that any Executor can run them.
+        limits = replace(SandboxLimits(), per_test_s=problem.time_limit_s)
+        return [Job(self._pending_code, problem.public_tests, problem.test_setup, limits),
+                Job(self._pending_code, problem.private_tests, problem.test_setup, limits)]
 
     def finish_step(self, results: Sequence[ExecResult]) -> tuple[dict, float, bool, bool, dict]:
         """Turn the sandbox results of ``prepare_step``'s jobs into the step's 5-tuple."""
@@ -304,7 +307,7 @@ class MuCodeEnv(gym.Env[dict, str]):
 def step_batch(envs: Sequence[gym.Env], actions: Sequence[str]) -> list[tuple[dict, float, bool, bool, dict]]:
     """Step many environments at once, running all their programs in one sandbox batch.
 
-    The environments must share one Sandbox (the default shared one, or the same ``sandbox=``).
+    The environments must share one executor (the default shared Sandbox, or the same ``sandbox=``).
     """
     if len(envs) != len(actions):
         raise ValueError(f"got {len(envs)} envs but {len(actions)} actions")
