@@ -38,7 +38,7 @@ def test_packages_do_not_import_upper_layers(package):
 
 def test_importing_the_packages_stays_light():
     code = ("import sys, mucode_env, agents, baselines, mucode_env.cli\n"
-            "heavy = [m for m in ('torch', 'transformers', 'trl', 'llama_cpp', 'datasets') if m in sys.modules]\n"
+            "heavy = [m for m in ('torch', 'transformers', 'trl', 'llama_cpp', 'datasets', 'ray') if m in sys.modules]\n"
             "print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.strip() == ""
