@@ -22,7 +22,7 @@ from mucode_env.problem import Problem
 from mucode_env.prompts import feedback_message, first_user_message
 from mucode_env.feedback import render_feedback
 from mucode_env.problem_jobs import problem_job
-from mucode_env.sandbox import ExecResult, Job, Sandbox, SandboxConfig, Status
+from mucode_env.sandbox import ExecResult, Executor, Job, Sandbox, SandboxConfig, Status
 from mucode_env.spaces import UnicodeText
 
 TERMINATIONS = ("public", "oracle")
@@ -179,7 +179,7 @@ class MuCodeEnv(gym.Env[dict, str]):
     def __init__(self, benchmark: str = "mbpp", split: str = "test", max_turns: int = 3, termination: str = "public",
                  reward_mode: str = "final", problem_ids: Sequence[str] | None = None, data_dir: str | None = None,
                  feedback_chars: int = 3000, max_action_chars: int = MAX_ACTION_CHARS,
-                 sandbox: Sandbox | SandboxConfig | None = None, problems: Sequence[Problem] | None = None,
+                 sandbox: Executor | SandboxConfig | None = None, problems: Sequence[Problem] | None = None,
                  render_mode: str | None = None) -> None:
         self.config = EnvConfig(benchmark, split, max_turns, termination, reward_mode,
                                 tuple(problem_ids) if problem_ids is not None else None, data_dir,
@@ -193,15 +193,15 @@ class MuCodeEnv(gym.Env[dict, str]):
             problems = load_problems(benchmark, split, data_dir=data_dir)
         self.problems = select_problems(problems, self.config.problem_ids, where=f"{benchmark}/{split}")
         self._by_id = {p.id: p for p in self.problems}
-        if isinstance(sandbox, SandboxConfig):
+        if isinstance(sandbox, Executor):  # the local Sandbox, a RaySandbox, any execute/close object
+            self.sandbox, self._owns_sandbox = sandbox, False
+        elif isinstance(sandbox, SandboxConfig):
             self.sandbox, self._owns_sandbox = Sandbox(sandbox), True
         elif sandbox is None:
             self.sandbox, self._owns_sandbox = None, False  # the shared sandbox, started lazily
-        elif callable(getattr(sandbox, "execute", None)):
-            self.sandbox, self._owns_sandbox = sandbox, False  # a Sandbox, or another executor of Jobs
         else:
-            raise TypeError(f"sandbox must be a Sandbox (or any object with execute(jobs)), a SandboxConfig or "
-                            f"None, got {type(sandbox).__name__}")
+            raise TypeError(f"sandbox must be a Sandbox (or another Executor such as RaySandbox), a SandboxConfig "
+                            f"or None, got {type(sandbox).__name__}")
         longest = max(len(first_user_message(p)) for p in self.problems)
         text = UnicodeText(max_length=max(longest, self.config.max_action_chars, 1 << 20))
         self.observation_space = gym.spaces.Dict({
@@ -236,7 +236,7 @@ class MuCodeEnv(gym.Env[dict, str]):
         codes = [extract_code(r) if len(r) <= self.config.max_action_chars else "" for r in responses]
         return [problem_job(problem, code, "public") if code.strip() else None for code in codes]
 
-    def _sandbox(self) -> Sandbox:
+    def _sandbox(self) -> Executor:
         if self.sandbox is None:
             self.sandbox = shared_sandbox()
         return self.sandbox
@@ -382,7 +382,7 @@ def run_public_batch(envs: Sequence[gym.Env], candidates: Sequence[Sequence[str]
 def step_batch(envs: Sequence[gym.Env], actions: Sequence[str]) -> list[tuple[dict, float, bool, bool, dict]]:
     """Step many environments at once, running all their programs in one sandbox batch.
 
-    The environments must share one Sandbox (the default shared one, or the same ``sandbox=``).
+    The environments must share one executor (the default shared Sandbox, or the same ``sandbox=``).
     """
     if len(envs) != len(actions):
         raise ValueError(f"got {len(envs)} envs but {len(actions)} actions")

