@@ -61,8 +61,7 @@ class GRPOBaselineConfig(RLRunConfig):
         logging_steps: TRL's logging period.
         save_every: write TRL checkpoints (with the optimizer state) every N steps, so that an
             interrupted run resumes (``resume`` continues from the latest one under
-            ``output_dir/trl``); None: only the final policy is saved. bf16 autocast is used only
-            on a GPU that supports it.
+            ``output_dir/trl``); None: only the final policy is saved.
     """
 
     max_steps: int = 100
@@ -123,7 +122,9 @@ class GRPOBaselineConfig(RLRunConfig):
         import torch
         from trl import GRPOConfig
 
-        bf16 = (self.torch_dtype == "bfloat16" and torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+        from agents.training.precision import resolve_bf16
+
+        bf16 = resolve_bf16(self.bf16)
         return GRPOConfig(
             output_dir=str(Path(self.output_dir) / TRL_DIR),
             max_steps=self.max_steps,

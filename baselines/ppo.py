@@ -47,6 +47,7 @@ from agents.records import Trajectory, TurnRecord
 from mucode_env.atomic import write_text_atomic
 from mucode_env.env import select_problems
 from mucode_env.registration import env_problems
+from agents.training.precision import resolve_bf16
 from baselines.rl_run import RLRunConfig, read_run_state
 from baselines.ppo_math import (
     KL_ESTIMATORS,
@@ -343,10 +344,15 @@ class PPOTrainer:
         pad = self.tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else self.tokenizer.eos_token_id
         self.problems = self._load_problems()
+        self.bf16 = resolve_bf16(cfg.bf16, self.device.type)
         # the policy as a sampler that keeps the exact tokens it saw and sampled
         self.sampler = TransformersPolicy.from_model(
             self.model, self.tokenizer, batch_size=cfg.generation_batch_size, max_prompt_tokens=cfg.max_prompt_tokens,
             return_tokens=True, name="ppo:policy")
+
+    def _autocast(self):
+        """bf16 autocast of forward passes (sampling, scoring, the loss) when ``config.bf16`` resolves so."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
     def _read_state(self) -> dict[str, Any] | None:
         if not self.config.resume:
@@ -387,15 +393,16 @@ class PPOTrainer:
                 ep.add_score(step.reward)
 
         self.model.eval()
-        trajectories = play_episodes(
-            self.sampler, lambda: gym.make(cfg.env_id, disable_env_checker=True, **env_kwargs),
-            [EpisodeSpec(pid, i) for i, pid in enumerate(draws)],
-            sampling=lambda call: SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p,
-                                                 max_new_tokens=cfg.max_new_tokens,
-                                                 seed=derive_seed(cfg.seed, "rollout", update, call)),
-            on_turn=on_turn, env_id=cfg.env_id, seed=derive_seed(cfg.seed, "rollout", update),
-            policy_name=f"ppo:update{update}",
-        )
+        with self._autocast():
+            trajectories = play_episodes(
+                self.sampler, lambda: gym.make(cfg.env_id, disable_env_checker=True, **env_kwargs),
+                [EpisodeSpec(pid, i) for i, pid in enumerate(draws)],
+                sampling=lambda call: SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p,
+                                                     max_new_tokens=cfg.max_new_tokens,
+                                                     seed=derive_seed(cfg.seed, "rollout", update, call)),
+                on_turn=on_turn, env_id=cfg.env_id, seed=derive_seed(cfg.seed, "rollout", update),
+                policy_name=f"ppo:update{update}",
+            )
         for ep, traj in zip(episodes, trajectories):
             ep.trajectory, ep.turns = traj, traj.turns
         return episodes
@@ -425,8 +432,9 @@ class PPOTrainer:
             for start in range(0, len(segments), cfg.micro_batch_size):
                 chunk = segments[start: start + cfg.micro_batch_size]
                 ids, attn = _pad_rows([s.input_ids for s in chunk], self.pad_id, self.device)
-                cur = policy_forward(self.model, ids, attn, temperature=cfg.temperature, value_head=self.value_head)
-                ref = policy_forward(self.ref_model, ids, attn, temperature=cfg.temperature)
+                with self._autocast():
+                    cur = policy_forward(self.model, ids, attn, temperature=cfg.temperature, value_head=self.value_head)
+                    ref = policy_forward(self.ref_model, ids, attn, temperature=cfg.temperature)
                 for row, seg in enumerate(chunk):
                     n = len(seg.input_ids)
                     seg.tensors = {
@@ -510,8 +518,9 @@ class PPOTrainer:
         width = ids.shape[1]
         t = {k: _pad_float([s.tensors[k] for s in micro], width, self.device)
              for k in ("mask", "old_logp", "ref_logp", "old_values", "advantages", "returns")}
-        fwd = policy_forward(self.model, ids, attn, temperature=cfg.temperature, value_head=self.value_head,
-                             with_entropy=cfg.entropy_coef > 0)
+        with self._autocast():
+            fwd = policy_forward(self.model, ids, attn, temperature=cfg.temperature, value_head=self.value_head,
+                                 with_entropy=cfg.entropy_coef > 0)
         mask = t["mask"]
         loss, stats = clipped_policy_loss(fwd["logp"], t["old_logp"], t["advantages"], mask, cfg.clip_eps)
         parts = {"policy_loss": float(loss.detach()), **stats}

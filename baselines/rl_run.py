@@ -30,7 +30,9 @@ class RLRunConfig:
         temperature / top_p: rollout sampling (the loss scores tokens at the same temperature, so
             the data is on-policy).
         seed: everything random derives from it.
-        torch_dtype: the weights' dtype.
+        torch_dtype: the weights' dtype (fp32 master weights for full fine-tuning).
+        bf16: run forward and backward under bf16 autocast (None: where the device computes bf16
+            natively, CPUs with AVX512-BF16/AMX included; :mod:`agents.training.precision`).
         gradient_checkpointing: trade compute for memory in the training forward.
         resume: continue from the run's checkpoint when it exists.
         progress: show a progress bar.
@@ -50,6 +52,7 @@ class RLRunConfig:
     top_p: float = 1.0
     seed: int = 0
     torch_dtype: str = "float32"
+    bf16: bool | None = None
     gradient_checkpointing: bool = False
     resume: bool = True
     progress: bool = True

@@ -38,11 +38,11 @@ from typing import Any
 from agents.models.convert import hf_checkpoint
 from agents.records import Trajectory
 from agents.training.launch import Stage
+from agents.training.precision import torch_dtype_of
 from agents.training.sft import (
     common_training_args,
     load_tokenizer,
     read_train_stats,
-    torch_dtype_of,
     write_train_stats,
 )
 from agents.training.distributed import accumulation_steps, is_main_process, rank_output_dir, save_trained_model, world_size
@@ -86,6 +86,7 @@ class VerifierConfig:
     lr_scheduler_type: str = "cosine"
     gradient_checkpointing: bool = False
     torch_dtype: str = "float32"
+    bf16: bool | None = None  # bf16 autocast; None: where the device computes bf16 natively
     logging_steps: int = 10
     score_batch_size: int = 16
     progress: bool = True
@@ -415,7 +416,7 @@ def train_verifier(
             if rows:
                 from trl import RewardConfig
 
-                args = RewardConfig(max_length=config.max_length, **common_training_args(config, tmp / "trainer", dtype))
+                args = RewardConfig(max_length=config.max_length, **common_training_args(config, tmp / "trainer"))
                 trainer = _bt_trainer_cls()(
                     model=model,
                     args=args,
@@ -441,7 +442,7 @@ def train_verifier(
             if enc:
                 from transformers import TrainingArguments
 
-                args = TrainingArguments(remove_unused_columns=False, **common_training_args(config, tmp / "trainer", dtype))
+                args = TrainingArguments(remove_unused_columns=False, **common_training_args(config, tmp / "trainer"))
                 trainer = _bce_trainer_cls()(
                     model=model,
                     args=args,

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.training.launch import Stage
+from agents.training.precision import DTYPES, resolve_bf16, torch_dtype_of
 from agents.training.distributed import accumulation_steps, is_main_process, rank_output_dir, save_trained_model, world_size
 
 __all__ = [
@@ -37,7 +38,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 TRAIN_STATS_FILE = "train_stats.json"
-_DTYPES = ("float32", "bfloat16", "float16", "auto")
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,11 @@ class SFTRunConfig:
     ``batch_size`` is the effective batch (examples per optimizer step, over all processes); it
     is reached with micro-batches of ``per_device_batch_size`` and gradient accumulation
     (``ceil(batch_size / (per_device_batch_size * world size))`` unless ``grad_accum`` is set).
+
+    ``torch_dtype`` is the dtype the weights are loaded in (``"bfloat16"`` suits a frozen LoRA
+    base; a full fine-tune keeps fp32 master weights); ``bf16`` runs forward and backward under
+    bf16 autocast (None: where the device computes bf16 natively, CPUs with AVX512-BF16/AMX
+    included; see :mod:`agents.training.precision`).
     """
 
     learning_rate: float = 5e-7
@@ -66,6 +71,7 @@ class SFTRunConfig:
     lr_scheduler_type: str = "cosine"
     gradient_checkpointing: bool = False
     torch_dtype: str = "float32"
+    bf16: bool | None = None
     logging_steps: int = 10
     progress: bool = True
     drop_overlong: bool = True  # drop examples longer than max_length instead of truncating them
@@ -83,8 +89,8 @@ class SFTRunConfig:
             raise ValueError(f"grad_accum must be >= 1 or None, got {self.grad_accum}")
         if self.max_length < 8:
             raise ValueError(f"max_length must be >= 8, got {self.max_length}")
-        if self.torch_dtype not in _DTYPES:
-            raise ValueError(f"torch_dtype must be one of {_DTYPES}, got {self.torch_dtype!r}")
+        if self.torch_dtype not in DTYPES:
+            raise ValueError(f"torch_dtype must be one of {DTYPES}, got {self.torch_dtype!r}")
         if isinstance(self.lora_target_modules, list):
             object.__setattr__(self, "lora_target_modules", tuple(self.lora_target_modules))
 
@@ -99,16 +105,6 @@ class SFTRunConfig:
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def torch_dtype_of(name: str):
-    import torch
-
-    if name == "auto":
-        if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float32
-    return getattr(torch, name)
 
 
 def load_tokenizer(path: str):
@@ -146,7 +142,7 @@ def _chat_len(tok, messages: list[dict[str, str]]) -> int:
 # ----------------------------------------------------------------------------- finetune
 
 
-def common_training_args(config: Any, output_dir: Path, dtype: Any) -> dict[str, Any]:
+def common_training_args(config: Any, output_dir: Path) -> dict[str, Any]:
     """TrainingArguments shared by generator fine-tuning and verifier training.
 
     ``config`` is an :class:`SFTRunConfig` or a ``VerifierConfig`` (they share these fields).
@@ -167,7 +163,7 @@ def common_training_args(config: Any, output_dir: Path, dtype: Any) -> dict[str,
         warmup_steps=config.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio
         lr_scheduler_type=config.lr_scheduler_type,
         gradient_checkpointing=config.gradient_checkpointing,
-        bf16=dtype == torch.bfloat16 and torch.cuda.is_available(),
+        bf16=resolve_bf16(config.bf16),
         fp16=False,
         logging_steps=config.logging_steps,
         save_strategy="no",
@@ -250,7 +246,7 @@ def finetune(
 
     with rank_output_dir(output_dir) as tmp:
         args = SFTConfig(max_length=config.max_length, completion_only_loss=True, packing=False,
-                         **common_training_args(config, tmp / "trainer", dtype))
+                         **common_training_args(config, tmp / "trainer"))
         trainer = SFTTrainer(
             model=model,
             args=args,
