@@ -18,6 +18,7 @@ LAZY_COMMANDS = {
     "eval": "agents.cli_eval",
     "train": "agents.cli_train",
     "bench": "baselines.cli_bench",
+    "serve": "mucode_env.serve.cli",
 }
 OFFLINE_BENCHMARKS = ("mbpp", "humaneval", "codecontests", "apps")
 
