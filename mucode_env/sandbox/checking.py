@@ -262,7 +262,9 @@ def program_run(status: Status, record: dict | None, run: dict) -> ProgramRun:
 
     The child always leaves through ``os._exit(0)`` after reporting, so the status comes from
     its record: 0 (finished), 1 (uncaught exception, syntax error, MemoryError), ``sys.exit``'s
-    code; without a record, the code the program passed to ``os._exit``; -N after signal N.
+    code; -N after signal N. Without a record the program ended the process itself or silenced
+    its report (closing the record's descriptor, then crashing): a non-zero ``os._exit`` code is
+    kept, and an exit 0 counts as 1, so that a crash can never pass for a clean exit.
     """
     stderr = str(run.get("output", ""))
     sig = run.get("signal")
@@ -272,7 +274,7 @@ def program_run(status: Status, record: dict | None, run: dict) -> ProgramRun:
         exit_code = -sig
     elif record is None:
         code = run.get("exit_code")
-        exit_code = code if isinstance(code, int) else 1
+        exit_code = code if isinstance(code, int) and code != 0 else 1
     elif record["ok"]:
         exit_code = 0
     elif record.get("etype") == "SystemExit":

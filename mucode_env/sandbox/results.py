@@ -64,6 +64,7 @@ class ProgramRun:
             ended it, as a Python process would print it.
         exit_code: what a ``python`` process would exit with: 0, 1 after an uncaught exception,
             the code of ``sys.exit``/``os._exit``, -N when signal N killed it; None after a timeout.
+            A run that ended without the child's report is never 0 (see ``checking.program_run``).
         wall_ms: the run's wall-clock time.
     """
 

@@ -4,9 +4,10 @@ One request carries up to ``max_batch`` items, executed in one sandbox batch und
 slot; the answer lists one result per item, in order, each with the item's ``id`` (ids must be
 unique within a request). Item kinds:
 
-- ``program``: run ``code`` on ``stdin``; returns stdout, stderr, exit code and a status
-  (``passed``/``wrong_answer`` when ``expected_stdout`` is given, else ``finished``; or
-  ``timeout``, ``runtime_error``, ``memory_limit``, ...).
+- ``program``: run ``code`` on ``stdin``; returns stdout, stderr, exit code and a status: for a
+  normal end (exit status 0) ``passed``/``wrong_answer`` when ``expected_stdout`` is given, else
+  ``finished``; otherwise ``runtime_error`` (an exception or a non-zero exit), ``timeout``,
+  ``memory_limit``, ``output_limit``, ``compile_error``.
 - ``tests``: run ``code`` on a problem's ``public`` or ``private`` tests (``problem`` is a
   reference ``benchmark/split/problem_id``); returns the verdict per test and, for public tests,
   the feedback text the environment would show.

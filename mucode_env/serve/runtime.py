@@ -21,6 +21,7 @@ from mucode_env.serve.config import ServeConfig
 
 T = TypeVar("T")
 DRAIN_POLL_S = 0.05
+ANSWER_S = 1.0  # after the grace period: time for the handlers to write their 503s
 
 
 class ServeRuntime:
@@ -42,6 +43,7 @@ class ServeRuntime:
         self.admission = Admission(config.max_concurrent, config.max_queue, config.queue_timeout_s)
         self._executor = ThreadPoolExecutor(max_workers=config.max_concurrent, thread_name_prefix="mucode-serve")
         self.started_at = time.time()
+        self._calls = 0  # calls between entering call() and answering
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` on a worker thread under an admission slot.
@@ -51,24 +53,35 @@ class ServeRuntime:
             ShuttingDown: the server is shutting down, or its grace period ended before ``fn``
                 finished (HTTP 503; ``fn`` still runs to its end in the background).
         """
-        await self.admission.acquire()
-        loop = asyncio.get_running_loop()
+        self._calls += 1
         try:
-            work = self._executor.submit(fn, *args)
-        except BaseException:
-            self.admission.release()
-            raise
-        # The slot is released when the work is really over, not when this coroutine ends
-        # (a disconnected client or an expired shutdown must not let more work in than allowed).
-        work.add_done_callback(lambda _: loop.call_soon_threadsafe(self.admission.release))
-        result = asyncio.wrap_future(work)
-        expired = self.admission.expired()
-        done, _ = await asyncio.wait({result, expired}, return_when=asyncio.FIRST_COMPLETED)
-        if result in done:
-            return result.result()
-        self.admission.counts["expired"] += 1
-        raise ShuttingDown(f"the server shut down after its {self.config.shutdown_grace_s:g} s grace period "
-                           f"before this request finished; its result was discarded")
+            await self.admission.acquire()
+            loop = asyncio.get_running_loop()
+            try:
+                work = self._executor.submit(fn, *args)
+            except BaseException:
+                self.admission.release()
+                raise
+
+            def release(_: object) -> None:
+                try:
+                    loop.call_soon_threadsafe(self.admission.release)
+                except RuntimeError:  # the server's loop is closed: it has shut down, nothing to release
+                    pass
+
+            # The slot is released when the work is really over, not when this coroutine ends
+            # (a disconnected client or an expired shutdown must not let more work in than allowed).
+            work.add_done_callback(release)
+            result = asyncio.wrap_future(work)
+            expired = self.admission.expired()
+            done, _ = await asyncio.wait({result, expired}, return_when=asyncio.FIRST_COMPLETED)
+            if result in done:
+                return result.result()
+            self.admission.counts["expired"] += 1
+            raise ShuttingDown(f"the server shut down after its {self.config.shutdown_grace_s:g} s grace period "
+                               f"before this request finished; its result was discarded")
+        finally:
+            self._calls -= 1
 
     async def drain(self, grace_s: float) -> None:
         """Refuse new work, let running and queued work finish for up to ``grace_s``, then fail the rest."""
@@ -77,7 +90,12 @@ class ServeRuntime:
         while not self.admission.idle and time.monotonic() < deadline:
             await asyncio.sleep(DRAIN_POLL_S)
         self.admission.expire()
-        await asyncio.sleep(0)  # let the handlers that were waiting send their 503 now
+        # Let the waiting handlers answer (503, or an error message in an OpenEnv session) before
+        # uvicorn closes the connections: it closes WebSockets at once.
+        deadline = time.monotonic() + ANSWER_S
+        while self._calls and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(ANSWER_S / 10)
 
     def health(self) -> dict[str, Any]:
         admission = self.admission
