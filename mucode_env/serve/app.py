@@ -51,7 +51,7 @@ def create_app(config: ServeConfig | None = None, runtime: ServeRuntime | None =
 
     app.include_router(native.router(runtime))
     app.include_router(sandbox_fusion.router(runtime))
-    openenv.mount(app, runtime)
+    sessions = openenv.mount(app, runtime)
     app.add_middleware(Guard, token=config.token, max_body_bytes=config.max_body_bytes,
-                       draining=lambda: runtime.admission.draining)
+                       draining=lambda: runtime.admission.draining, sessions_full=sessions.full)
     return app

@@ -172,8 +172,9 @@ class MuCodeEnvironment(Environment[MuCodeAction, MuCodeObservation, MuCodeState
             public_passed=info["public_passed"] if info else None, truncated=truncated, reward=reward, done=done)
 
 
-def mount(app: FastAPI, runtime: ServeRuntime) -> None:
+def mount(app: FastAPI, runtime: ServeRuntime) -> "SessionCapacity":
     """Mount one OpenEnv app per served environment id at ``/openenv/<env id>``."""
+    servers: dict[str, HTTPEnvServer] = {}
     for env_id in runtime.config.envs:
         sub = FastAPI(title=f"mucode {env_id} (OpenEnv)", docs_url=None, redoc_url=None)
         server = HTTPEnvServer(functools.partial(MuCodeEnvironment, runtime, env_id), MuCodeAction,
@@ -181,6 +182,22 @@ def mount(app: FastAPI, runtime: ServeRuntime) -> None:
         server.register_routes(sub)
         install_error_handlers(sub, invalid_input=(ValueError, IndexError))
         app.mount(f"{PREFIX}/{env_id}", _quiet_session_end(sub))
+        servers[f"{PREFIX}/{env_id}/"] = server
+    return SessionCapacity(servers)
+
+
+class SessionCapacity:
+    """Whether a WebSocket path leads to an environment whose sessions are all taken, so that the
+    handshake can be refused with 429 (OpenEnv itself accepts, sends an error and closes)."""
+
+    def __init__(self, servers: dict[str, HTTPEnvServer]) -> None:
+        self._servers = servers
+
+    def full(self, path: str) -> bool:
+        for prefix, server in self._servers.items():
+            if path.startswith(prefix):
+                return server.active_sessions >= server.max_concurrent_envs
+        return False
 
 
 def _quiet_session_end(sub: FastAPI) -> Any:

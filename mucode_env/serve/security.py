@@ -9,6 +9,8 @@ WebSocket handshakes alike.
   cannot set headers still authenticate. Compared in constant time. ``GET /health`` is open.
 - Size: a body over ``max_body_bytes`` is refused with 413 before the endpoint sees it (by its
   Content-Length, or while it streams in).
+- WebSocket handshakes are refused with 503 while shutting down and 429 when the environment's
+  sessions are all in use.
 """
 
 from __future__ import annotations
@@ -85,15 +87,18 @@ class Guard:
         token: required token, or None (loopback only: the config refuses other hosts).
         max_body_bytes: largest request body.
         draining: returns True once the server is shutting down.
+        sessions_full: whether a WebSocket path's environment has no free session (429).
         open_paths: paths reachable without the token.
     """
 
     def __init__(self, app: ASGIApp, token: str | None, max_body_bytes: int, draining: Callable[[], bool],
+                 sessions_full: Callable[[str], bool] = lambda path: False,
                  open_paths: tuple[str, ...] = ("/health",)) -> None:
         self.app = app
         self.token = token
         self.max_body_bytes = max_body_bytes
         self.draining = draining
+        self.sessions_full = sessions_full
         self.open_paths = open_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -115,6 +120,11 @@ class Guard:
             if self.draining():
                 await deny_websocket(scope, send, 503, {"error": "shutting_down",
                                                         "detail": "the server is shutting down; no new sessions"})
+                return
+            if self.sessions_full(scope.get("path", "")):
+                await deny_websocket(scope, send, 429, {"error": "busy", "detail": "every session of this environment "
+                                                                                   "is in use; retry later"},
+                                     [(b"retry-after", b"1")])
                 return
             await self.app(scope, receive, send)
             return

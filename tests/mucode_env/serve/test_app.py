@@ -118,12 +118,14 @@ def test_batch_items_answer_in_order_with_their_ids(server, auth, data_dir):
 # ---- a full server -------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def small_server(serve_sandbox):
-    """One request at a time, one in the queue, 1 s queue timeout: easy to fill."""
+    """One request at a time, one in the queue, 1 s queue timeout, one OpenEnv session, 64 KiB
+    messages: easy to fill."""
     from mucode_env.serve import ServeConfig
     from mucode_env.serve.runtime import ServeRuntime
     from mucode_env.serve.server import RunningServer
 
-    config = ServeConfig(port=0, max_concurrent=1, max_queue=1, queue_timeout_s=1.0, envs=())
+    config = ServeConfig(port=0, max_concurrent=1, max_queue=1, queue_timeout_s=1.0, envs=("MuCode-MBPP-v0",),
+                         max_sessions=1, max_body_bytes=64 << 10)
     runtime = ServeRuntime(config, sandbox=serve_sandbox)
     with RunningServer(config, runtime=runtime) as running:
         yield running
@@ -168,3 +170,25 @@ def test_a_client_that_disconnects_keeps_its_slot_until_its_program_ends(small_s
     after = execute(small_server, {}, [{"kind": "program", "id": "next", "code": "print('next')"}])
     assert after.status_code == 200 and after.json()["results"][0]["stdout"] == "next\n"
     assert _health(small_server)["counts"]["admitted"] == before + 2
+
+
+def test_openenv_sessions_are_bounded_and_so_are_their_messages(small_server, openenv_core, data_dir):
+    import asyncio
+    import os
+
+    os.environ.setdefault("MUCODE_DATA_DIR", str(data_dir))
+    base = small_server.url + "/openenv/MuCode-MBPP-v0"
+
+    async def scenario():
+        async with openenv_core.GenericEnvClient(base_url=base) as first:
+            await first.reset(problem_id="MBPP/11")
+            with pytest.raises(ConnectionError, match="429"):  # refused at the handshake
+                async with openenv_core.GenericEnvClient(base_url=base):
+                    pass
+            with pytest.raises(Exception, match="1009|too big"):  # WebSocket close code 1009: message too big
+                await first.step({"text": "x" * (80 << 10)})
+        async with openenv_core.GenericEnvClient(base_url=base) as again:  # the slot came back
+            result = await again.reset(problem_id="MBPP/12")
+            assert result.observation["problem_id"] == "MBPP/12"
+
+    asyncio.run(scenario())
