@@ -12,7 +12,8 @@ the same fields are declared here:
   with 0. Python has no compile step, so ``compile_result`` is null.
 - ``POST /submit``: judge a completion on one of mucode's problems (dataset ``"mbpp"`` or
   ``"mbpp/test"``; ``config.extra["split"]`` also picks the split; ``id`` is the problem id, or its
-  number): accepted iff the public and the private tests pass, one ``tests`` entry per test.
+  number): accepted iff the public and the private tests pass, one ``tests`` entry per test. The
+  problem's own calibrated time limit applies (``config.run_timeout`` and ``language`` are ignored).
 - ``POST /get_prompts``, ``POST /get_prompt_by_id``: the problems' first-turn prompts.
 - ``GET /v1/ping``: ``"pong"``.
 

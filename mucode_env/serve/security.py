@@ -3,6 +3,8 @@
 A pure ASGI middleware, so it guards plain HTTP routes, the mounted OpenEnv apps and their
 WebSocket handshakes alike.
 
+- Without a token only loopback clients are served (403 otherwise), whatever address the app
+  was bound to.
 - Token: ``Authorization: Bearer <token>``, or HTTP Basic auth whose password (or user) is the
   token: that is what ``requests``, ``aiohttp`` and ``websockets`` send for a URL
   ``http://user:<token>@host:port``, so unmodified clients (SandboxFusion's, OpenEnv's) that
@@ -21,6 +23,8 @@ import hmac
 import json
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
+
+from mucode_env.serve.config import is_loopback
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -50,6 +54,11 @@ def token_matches(token: str, authorization: str | None) -> bool:
         # Both comparisons always run: how long this takes does not tell which one matched.
         return _same(secret, password) | _same(secret, user)
     return False
+
+
+def _from_loopback(scope: Scope) -> bool:
+    client = scope.get("client")
+    return client is None or is_loopback(str(client[0]))  # None: an in-process test client
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -105,6 +114,16 @@ class Guard:
         kind = scope["type"]
         if kind not in ("http", "websocket"):  # lifespan
             await self.app(scope, receive, send)
+            return
+        if self.token is None and not _from_loopback(scope):
+            # No token means this machine only (ServeConfig refuses other hosts); this also holds
+            # when someone binds the app elsewhere with uvicorn directly.
+            body = {"error": "forbidden", "detail": "this server has no token, so it only answers this machine; "
+                                                    "start it with a token to serve other hosts"}
+            if kind == "websocket":
+                await deny_websocket(scope, send, 403, body)
+            else:
+                await send_json(send, 403, body)
             return
         if self.token is not None and scope.get("path") not in self.open_paths \
                 and not token_matches(self.token, _header(scope, b"authorization")):

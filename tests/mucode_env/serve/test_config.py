@@ -96,3 +96,31 @@ def test_importing_the_serve_package_stays_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120,
                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": ":".join(sys.path)})
     assert out.stdout.strip() == ""
+
+
+def test_without_a_token_only_this_machine_is_served():
+    import asyncio
+
+    from mucode_env.serve.security import Guard
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def call(client):
+        sent = []
+
+        async def receive():
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "http", "path": "/v1/execute", "headers": [], "client": client}
+        await Guard(app, token=None, max_body_bytes=1024, draining=lambda: False)(scope, receive, send)
+        return sent[0]["status"]
+
+    # Bound to 0.0.0.0 by hand (uvicorn.run(create_app(...), host=...)): remote clients are refused.
+    assert asyncio.run(call(("192.168.1.5", 40000))) == 403
+    assert asyncio.run(call(("127.0.0.1", 40000))) == 200
+    assert asyncio.run(call(("::1", 40000))) == 200
