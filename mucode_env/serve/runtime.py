@@ -83,11 +83,12 @@ class ServeRuntime:
         finally:
             self._calls -= 1
 
-    async def drain(self, grace_s: float) -> None:
-        """Refuse new work, let running and queued work finish for up to ``grace_s``, then fail the rest."""
+    async def drain(self, grace_s: float, cut_short: Callable[[], bool] = lambda: False) -> None:
+        """Refuse new work, let running and queued work finish for up to ``grace_s`` (or until
+        ``cut_short()``: a second Ctrl-C), then fail the rest."""
         self.admission.begin_drain()
         deadline = time.monotonic() + grace_s
-        while not self.admission.idle and time.monotonic() < deadline:
+        while not self.admission.idle and time.monotonic() < deadline and not cut_short():
             await asyncio.sleep(DRAIN_POLL_S)
         self.admission.expire()
         # Let the waiting handlers answer (503, or an error message in an OpenEnv session) before

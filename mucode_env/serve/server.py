@@ -34,7 +34,7 @@ class DrainingServer(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         for server in self.servers:  # stop accepting connections at once
             server.close()
-        await self.runtime.drain(self.runtime.config.shutdown_grace_s)
+        await self.runtime.drain(self.runtime.config.shutdown_grace_s, cut_short=lambda: self.force_exit)
         await super().shutdown(sockets)
 
 
