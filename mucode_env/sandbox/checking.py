@@ -21,11 +21,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from mucode_env.problem import TestCase
-from mucode_env.sandbox.results import ExecResult, Status, TestOutcome
+from mucode_env.sandbox.results import ExecResult, ProgramRun, Status, TestOutcome
 from mucode_env.sandbox.sanitize import sanitize_output
 
 SHOWN_REPR_CHARS = 200
 FLOAT_TOLERANCE = 1e-6
+_EXIT_STATUS = re.compile(r"exit status (-?\d+)$")  # the zygote's SystemExit record message
 
 _KIND_TO_STATUS = {
     "timeout": Status.TIMEOUT,
@@ -218,9 +219,13 @@ def judge_call(tests: Sequence[TestCase], run: dict, memory_mb: int, fsize_mb: i
 
 
 def judge_stdio(tests: Sequence[TestCase], runs: Sequence[dict], memory_mb: int, fsize_mb: int,
-                deadline_s: float) -> ExecResult:
-    """Verdict of a stdin/stdout execution (one child per test) from the zygote's reply."""
+                deadline_s: float, capture_streams: bool = False) -> ExecResult:
+    """Verdict of a stdin/stdout execution (one child per test) from the zygote's reply.
+
+    ``capture_streams``: also return every run's raw stdout, stderr and exit status
+    (``ExecResult.runs``)."""
     outcomes: list[TestOutcome] = []
+    program_runs: list[ProgramRun] = []
     outputs: list[str] = []
     wall = cpu = 0.0
     for test, run in zip(tests, runs):
@@ -244,10 +249,43 @@ def judge_stdio(tests: Sequence[TestCase], runs: Sequence[dict], memory_mb: int,
         else:
             outcomes.append(TestOutcome(Status.WRONG_ANSWER, got=short_repr(got_text),
                                         message="wrong output", duration_ms=_ms(record)))
+        if capture_streams:
+            program_runs.append(program_run(outcomes[-1].status, record, run))
     for _ in range(len(tests) - len(runs)):
         outcomes.append(TestOutcome(Status.NOT_RUN, message="not run"))
     return _summarise(tuple(outcomes), None, output="\n".join(outputs)[-4000:], output_truncated=False,
-                      wall_ms=wall, cpu_ms=cpu, run_delay_ms=_run_delay(runs))
+                      wall_ms=wall, cpu_ms=cpu, run_delay_ms=_run_delay(runs), runs=tuple(program_runs))
+
+
+def program_run(status: Status, record: dict | None, run: dict) -> ProgramRun:
+    """The raw streams of one stdio run and the exit status a ``python`` process would report.
+
+    The child always leaves through ``os._exit(0)`` after reporting, so the status comes from
+    its record: 0 (finished), 1 (uncaught exception, syntax error, MemoryError), ``sys.exit``'s
+    code; -N after signal N. Without a record the program ended the process itself or silenced
+    its report (closing the record's descriptor, then crashing): a non-zero ``os._exit`` code is
+    kept, and an exit 0 counts as 1, so that a crash can never pass for a clean exit.
+    """
+    stderr = str(run.get("output", ""))
+    sig = run.get("signal")
+    if status is Status.TIMEOUT:
+        exit_code: int | None = None
+    elif isinstance(sig, int):
+        exit_code = -sig
+    elif record is None:
+        code = run.get("exit_code")
+        exit_code = code if isinstance(code, int) and code != 0 else 1
+    elif record["ok"]:
+        exit_code = 0
+    elif record.get("etype") == "SystemExit":
+        match = _EXIT_STATUS.search(str(record.get("emsg", "")))
+        exit_code = int(match.group(1)) & 0xFF if match else 1  # sys.exit(-1) exits with 255
+    else:
+        exit_code = 1
+        trace = str(record.get("tb", "")) or f"{record.get('etype', 'Error')}: {record.get('emsg', '')}"
+        stderr += trace if trace.endswith("\n") else trace + "\n"
+    return ProgramRun(status, stdout=str(run.get("stdout", "")), stderr=stderr, exit_code=exit_code,
+                      wall_ms=float(run.get("wall_ms", 0.0)))
 
 
 def _run_delay(runs: Sequence[dict]) -> float | None:

@@ -83,12 +83,17 @@ class SandboxConfig:
 
 @dataclass(frozen=True)
 class Job:
-    """One program to run on a list of tests (all FUNCTION style or all STDIO style)."""
+    """One program to run on a list of tests (all FUNCTION style or all STDIO style).
+
+    ``capture_streams`` (stdio jobs only): also return each run's raw stdout, stderr and exit
+    status in ``ExecResult.runs``, for callers that need the program's output itself.
+    """
 
     code: str
     tests: tuple[TestCase, ...]
     setup: str = ""
     limits: SandboxLimits | None = None
+    capture_streams: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.code, str):
@@ -97,13 +102,19 @@ class Job:
         kinds = {t.is_stdio for t in self.tests}
         if len(kinds) > 1:
             raise ValueError("a Job mixes stdin/stdout tests with function tests; split it into two jobs")
+        if self.capture_streams and kinds != {True}:
+            raise ValueError("capture_streams needs stdin/stdout tests (TestCase(display, stdin=...)); "
+                             "function tests return values, not streams")
 
     @property
     def is_stdio(self) -> bool:
         return bool(self.tests) and self.tests[0].is_stdio
 
     def cache_key(self, limits: SandboxLimits) -> str:
-        payload = json.dumps([self.code, self.setup, [asdict(t) for t in self.tests], asdict(limits)], sort_keys=True)
+        parts = [self.code, self.setup, [asdict(t) for t in self.tests], asdict(limits)]
+        if self.capture_streams:  # a different result (it carries the streams); old keys unchanged
+            parts.append("streams")
+        payload = json.dumps(parts, sort_keys=True)
         return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()
 
 
@@ -379,7 +390,8 @@ class Sandbox(SharedPool):
             self.stats["executions"] += 1
             runs = reply.get("runs") or []
             if job.is_stdio:
-                result = judge_stdio(job.tests, runs, limits.memory_mb, limits.fsize_mb, deadline)
+                result = judge_stdio(job.tests, runs, limits.memory_mb, limits.fsize_mb, deadline,
+                                     capture_streams=job.capture_streams)
             else:
                 result = judge_call(job.tests, runs[0] if runs else {}, limits.memory_mb, limits.fsize_mb, deadline)
             if (attempt == 0 and result.status is Status.TIMEOUT and self.config.retry_starved_timeouts

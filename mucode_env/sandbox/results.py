@@ -50,6 +50,36 @@ class TestOutcome:
 
 
 @dataclass(frozen=True)
+class ProgramRun:
+    """What one stdin/stdout run of a program did, as raw streams (``Job(capture_streams=True)``).
+
+    For callers that need the program's own output rather than a verdict (``mucode serve``'s
+    SandboxFusion ``run_code``). The child produced all of it: treat it as untrusted text.
+
+    Attributes:
+        status: that run's outcome (TIMEOUT, MEMORY_LIMIT, RUNTIME_ERROR, ..., or PASSED /
+            WRONG_ANSWER against the test's expected stdout).
+        stdout: everything the program wrote to stdout (bounded by the output size limit).
+        stderr: what it wrote to stderr (head and tail), then its traceback when an exception
+            ended it, as a Python process would print it.
+        exit_code: what a ``python`` process would exit with: 0, 1 after an uncaught exception,
+            the code of ``sys.exit``/``os._exit``, -N when signal N killed it; None after a timeout.
+            A run that ended without the child's report is never 0 (see ``checking.program_run``).
+        wall_ms: the run's wall-clock time.
+    """
+
+    status: Status
+    stdout: str = ""
+    stderr: str = ""
+    exit_code: int | None = 0
+    wall_ms: float = field(default=0.0, compare=False)
+
+    @property
+    def timed_out(self) -> bool:
+        return self.status is Status.TIMEOUT
+
+
+@dataclass(frozen=True)
 class ExecResult:
     """The verdict of running one program on a list of tests.
 
@@ -63,6 +93,8 @@ class ExecResult:
         wall_ms / cpu_ms: the child's wall-clock and CPU time.
         run_delay_ms: time the child waited for a CPU while runnable (None: not reported).
         cache_hit: served from the result cache.
+        runs: the raw streams of each stdin/stdout run, only for jobs built with
+            ``capture_streams=True`` (else empty).
     """
 
     status: Status
@@ -75,6 +107,7 @@ class ExecResult:
     run_delay_ms: float | None = field(default=None, compare=False)
     cache_hit: bool = field(default=False, compare=False)
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    runs: tuple[ProgramRun, ...] = field(default=(), compare=False)
 
     @property
     def passed(self) -> bool:
