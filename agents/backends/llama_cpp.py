@@ -106,6 +106,13 @@ class LlamaCppPolicy:
                 progress(done, tokens)
         return out
 
+    def close(self) -> None:
+        """Free the model and its context (idempotent)."""
+        llm = getattr(self, "_llm", None)
+        if llm is not None:
+            llm.close()
+            self._llm = None
+
     def _one(self, chat: Chat, params: SamplingParams, seed: int) -> Generation:
         max_tokens = params.max_new_tokens
         for _ in range(2):

@@ -17,10 +17,12 @@ it to ``generator/model-<finetuned_gguf_dtype>.gguf`` with the base model's GGUF
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -106,13 +108,26 @@ class MuCodeTrainer:
         logger.info("generator %s as GGUF: %s (%.1f s)", path, out, time.perf_counter() - t0)
         return str(out)
 
+    @contextlib.contextmanager
+    def _policy(self, model: str, backend: str) -> Iterator[Policy]:
+        """A policy for one stage, released when the stage ends: a generation server (vLLM) or an
+        engine stops before the next training stage, so one heavy stage holds memory at a time."""
+        policy = self.policy_factory(model, backend)
+        try:
+            yield policy
+        finally:
+            close = getattr(policy, "close", None)
+            if callable(close):
+                close()
+            del policy
+            gc.collect()
+
     # -- stages --------------------------------------------------------------------------------
     def _rollouts(self, it: int, it_dir: Path) -> list[Trajectory]:
         cfg = self.config
         if stage_done(it_dir, "rollouts") is not None:
             return [Trajectory.from_row(r) for r in read_jsonl(it_dir / "rollouts.jsonl")]
         model, backend = self.generator_for(it)
-        policy = self.policy_factory(model, backend)
         from agents.policy import SamplingParams
         from agents.rollout import RolloutConfig, run_rollouts
 
@@ -131,7 +146,8 @@ class MuCodeTrainer:
             progress=cfg.progress,
         )
         t0 = time.perf_counter()
-        result = run_rollouts(policy, rcfg, it_dir / "rollouts")
+        with self._policy(model, backend) as policy:
+            result = run_rollouts(policy, rcfg, it_dir / "rollouts")
         wall = time.perf_counter() - t0
         trajs = result.trajectories
         for tr in trajs:
@@ -146,7 +162,6 @@ class MuCodeTrainer:
             "rollout_tokens_per_s": s.get("tokens_per_s", tokens / wall if wall else None), "rollout_stats": s,
         }
         mark_done(it_dir, "rollouts", return_stats)
-        del policy
         return trajs
 
     def _verifier(self, it: int, it_dir: Path, data: list[Trajectory]) -> Path:
@@ -210,19 +225,20 @@ class MuCodeTrainer:
         if (st := stage_done(it_dir, "validation")) is not None:
             return st
         vs = cfg.validation
-        policy = self.policy_factory(self.finetuned_model(it_dir), cfg.finetuned_backend)
         verifier = Verifier.load(it_dir / "verifier") if vs.n > 1 and vs.selector in ("pt+lv", "lv") else None
         env_kw = self._env_kwargs()
         problem_ids = None
         if vs.max_problems is not None:
             problem_ids = [p.id for p in env_problems(cfg.env_id, split=vs.split, limit=vs.max_problems,
                                                       data_dir=env_kw.get("data_dir"))]
-        res = best_of_n(
-            policy, cfg.env_id,
-            BoNConfig(n=vs.n, selector=vs.selector, max_turns=vs.max_turns, temperature=vs.temperature,
-                      max_new_tokens=vs.max_new_tokens, seed=derive_seed(cfg.seed, "validation"), progress=cfg.progress),
-            verifier=verifier, problem_ids=problem_ids, split=vs.split, **env_kw,
-        )
+        with self._policy(self.finetuned_model(it_dir), cfg.finetuned_backend) as policy:
+            res = best_of_n(
+                policy, cfg.env_id,
+                BoNConfig(n=vs.n, selector=vs.selector, max_turns=vs.max_turns, temperature=vs.temperature,
+                          max_new_tokens=vs.max_new_tokens, seed=derive_seed(cfg.seed, "validation"),
+                          progress=cfg.progress),
+                verifier=verifier, problem_ids=problem_ids, split=vs.split, **env_kw,
+            )
         out = {"stage": "validation", "iteration": it, **res.to_dict()}
         write_json_atomic(it_dir / "validation.json", out, default=str)
         return mark_done(it_dir, "validation", out)
