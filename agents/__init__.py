@@ -1,7 +1,7 @@
 """Agents that act and learn in the MuCode environments.
 
 - policies and backends: :class:`Policy`, :func:`make_policy` (llama.cpp, transformers,
-  OpenAI-compatible HTTP, SGLang), the embedded model registry (:func:`resolve_model`);
+  OpenAI-compatible HTTP, SGLang, a managed vLLM server), the embedded model registry (:func:`resolve_model`);
 - rollouts and evaluation: :class:`RolloutConfig`, :func:`run_rollouts`, :func:`evaluate`;
 - µCODE (Algorithm 1): :class:`Verifier`, :func:`select_experts`, :func:`relabel`,
   :func:`finetune`, :class:`MuCodeTrainer`; multi-turn Best-of-N (Algorithm 2): :func:`best_of_n`.

@@ -387,7 +387,7 @@ class VLLMServer:
                     f"(raise startup_timeout_s; the first start compiles the model). Log {self.log_path}, last lines:\n"
                     f"{self.log_tail()}"
                 )
-            time.sleep(1.0)
+            time.sleep(0.25)
 
     def _lists_model(self) -> bool:
         request = urllib.request.Request(f"{self.base_url}/models", headers={"Authorization": f"Bearer {self.api_key}"})

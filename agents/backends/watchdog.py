@@ -67,13 +67,14 @@ def main(argv: list[str] | None = None) -> int:
     if os.getpgrp() != os.getpid():
         os.setsid()  # started without start_new_session: lead our own group anyway
     pgid = os.getpgrp()
-    # A stop request (SIGTERM to the group) reaches the server directly; this script keeps
-    # watching until the server has exited, then reaps the rest of the group.
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if os.getppid() != args.parent_pid:  # the launcher died before we got here
         return 1
-    child = subprocess.Popen(command, preexec_fn=_restore_signals)
+    child = subprocess.Popen(command)
+    # A stop request (SIGTERM to the group) reaches the server directly; this script keeps
+    # watching until the server has exited, then kills the rest of the group. (Ignored only
+    # now, so that the server does not inherit the ignoring.)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     while True:
         code = child.poll()
         if code is not None:
@@ -86,11 +87,6 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.flush()
             os.killpg(pgid, signal.SIGKILL)  # ourselves included
         time.sleep(POLL_S)
-
-
-def _restore_signals() -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 if __name__ == "__main__":
