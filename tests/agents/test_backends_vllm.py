@@ -222,6 +222,36 @@ def test_a_server_starts_only_once(fake_venv, tmp_path, cache):
         server.start()
 
 
+# ---- mucode eval --backend vllm ------------------------------------------------------------------
+def test_cli_eval_without_the_engine_names_the_setup_step(tmp_path, monkeypatch, capsys):
+    from mucode_env.cli import main
+
+    monkeypatch.setenv("MUCODE_VLLM_VENV", str(tmp_path / "nowhere"))
+    code = main(["eval", "--backend", "vllm", "--model", str(tmp_path), "--out", str(tmp_path / "o"), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "bash scripts/setup_vllm.sh" in err and len(err.splitlines()) == 1
+
+
+def test_cli_eval_runs_through_a_managed_server_and_stops_it(fake_venv, tmp_path, monkeypatch, capsys):
+    from agents.rollout import load_trajectories
+    from mucode_env.cli import main
+
+    monkeypatch.setenv("MUCODE_VLLM_VENV", str(fake_venv))
+    monkeypatch.setenv("MUCODE_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "model").mkdir()
+    started: list[VLLMServer] = []
+    original = VLLMServer.start
+    monkeypatch.setattr(VLLMServer, "start", lambda self: started.append(self) or original(self))
+    code = main(["eval", "--backend", "vllm", "--model", str(tmp_path / "model"), "--limit", "2", "--turns", "2",
+                 "--max-new-tokens", "8", "--out", str(tmp_path / "o"), "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    trajs = load_trajectories(tmp_path / "o")
+    assert len(trajs) == 2 and all(t.policy_name == "vllm:model" and len(t.turns) == 2 for t in trajs)
+    assert all(t.turns[0].response.startswith("seed=") for t in trajs)
+    (server,) = started
+    assert not server.is_running() and wait_group_gone(server.pid, 5) == []
+
+
 # ---- no orphan, however the driver ends ---------------------------------------------------------
 DRIVER = """
 import sys, time
