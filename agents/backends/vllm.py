@@ -345,7 +345,7 @@ class VLLMServer:
         cmd = [
             str(python), "-m", _SERVER_MODULE,
             "--model", cfg.model, "--served-model-name", self.served_model_name,
-            "--host", cfg.host, "--port", str(self.port), "--api-key", self.api_key or "",
+            "--host", cfg.host, "--port", str(self.port),
             "--dtype", cfg.dtype, "--max-model-len", str(cfg.max_model_len),
             # Seeded requests crash the CPU build when a prefill is chunked (see the module docstring).
             "--no-enable-chunked-prefill",
@@ -360,6 +360,7 @@ class VLLMServer:
     def _environment(self, python: Path) -> dict[str, str]:
         cfg = self.config
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+        env["VLLM_API_KEY"] = self.api_key or ""  # not on the command line, where `ps` shows it
         env["VLLM_CACHE_ROOT"] = str(_cache_root() / "vllm")
         env["VLLM_NO_USAGE_STATS"] = "1"
         env["DO_NOT_TRACK"] = "1"
@@ -373,11 +374,10 @@ class VLLMServer:
         return env
 
     def _wait_healthy(self, t0: float) -> None:
-        assert self._proc is not None
         deadline = t0 + self.config.startup_timeout_s
         health = f"http://{_url_host(self.config.host)}:{self.port}/health"
         while True:
-            if _exit_status(self._proc.pid) is not None:
+            if not self.is_running():
                 raise VLLMServerError(self.exit_message(starting=True))
             if _http_ok(health) and self._lists_model():
                 return
@@ -509,8 +509,9 @@ class VLLMPolicy:
         timeout_s: float = 3600.0,
         **server,
     ) -> None:
-        from agents.backends.openai import OpenAIPolicy
+        from agents.backends.openai import OpenAIPolicy, RequestRefusedError
 
+        self._refused = RequestRefusedError
         vllm_python(server.get("venv"))  # fail fast, before any model conversion
         location, name = served_model(model, cache_dir)
         server.setdefault("served_model_name", name)
@@ -536,6 +537,8 @@ class VLLMPolicy:
         self.server.check()
         try:
             return self._client.generate(chats, params)
+        except self._refused:  # a 4xx answer (prompt too long...): the server is fine
+            raise
         except BackendError as exc:
             # A dying engine first answers 500s, then the server exits: give it a moment to say so.
             if self.server.wait_exited(_CRASH_GRACE_S):

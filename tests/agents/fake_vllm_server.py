@@ -6,7 +6,7 @@ virtual environment. It takes the flags the backend passes, forks one sleeping "
 bearer token. Sample j of a request seeded s answers ``"seed=<s+j> <prompt digest>"`` with
 ``max_tokens`` token ids, as vLLM seeds it. ``FAKE_VLLM_MODE`` picks a misbehaviour:
 
-- ``ok``: the above;
+- ``ok``: the above (and HTTP 400 for ``max_tokens`` over 4096, as a refusal);
 - ``exit``: print an error and exit with status 3 before serving;
 - ``hang``: never answer ``/health``;
 - ``crash``: the first chat request gets HTTP 500, then the server exits with status 1;
@@ -36,7 +36,6 @@ def main() -> None:
     p.add_argument("--served-model-name")
     p.add_argument("--host")
     p.add_argument("--port", type=int)
-    p.add_argument("--api-key")
     args, _ = p.parse_known_args()
     if MODE == "exit":
         print("RuntimeError: fake engine failed to allocate the KV cache", file=sys.stderr, flush=True)
@@ -59,7 +58,7 @@ def main() -> None:
             self.wfile.write(body)
 
         def _authorized(self) -> bool:
-            if self.headers.get("Authorization") == f"Bearer {args.api_key}":
+            if self.headers.get("Authorization") == f"Bearer {os.environ['VLLM_API_KEY']}":
                 return True
             self._send(401, {"error": {"message": "Unauthorized"}})
             return False
@@ -84,6 +83,8 @@ def main() -> None:
                 self._send(500, {"error": {"message": "EngineCore encountered an issue."}})
                 threading.Timer(0.2, lambda: os._exit(1)).start()
                 return None
+            if body["max_tokens"] > 4096:
+                return self._send(400, {"error": {"message": "max_tokens is too large for max_model_len 4096"}})
             digest = hashlib.sha256(json.dumps(body["messages"]).encode()).hexdigest()[:8]
             n, seed, k = body.get("n", 1), body["seed"], body["max_tokens"]
             choices = [

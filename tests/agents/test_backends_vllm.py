@@ -22,6 +22,7 @@ import psutil
 import pytest
 
 from agents.backends import BackendUnavailableError, make_policy
+from agents.backends.openai import RequestRefusedError
 from agents.backends.vllm import (
     VLLMPolicy,
     VLLMServer,
@@ -150,6 +151,7 @@ def test_start_health_request_stop(fake_venv, tmp_path, cache):
         assert env["VLLM_CPU_OMP_THREADS_BIND"] == str(min(os.sched_getaffinity(0)))
         assert Path(env["VLLM_CACHE_ROOT"]) == cache / "vllm"
         assert "PYTHONPATH" not in env
+        assert env["VLLM_API_KEY"] == server.api_key and len(server.api_key) >= 24 and "--api-key" not in argv
         # Without the bearer token the server refuses.
         with pytest.raises(urllib.error.HTTPError, match="401"):
             urllib.request.urlopen(server.base_url + "/models", timeout=5)
@@ -168,6 +170,10 @@ def test_start_health_request_stop(fake_venv, tmp_path, cache):
         assert out[0][0].extra["seed"] != out[2][0].extra["seed"]
         again = policy.generate(chats, SamplingParams(n=3, temperature=0.8, max_new_tokens=5, seed=11))
         assert [[g.text for g in row] for row in again] == [[g.text for g in row] for row in out]
+        # A refusal (4xx) is the request's fault, not a crash: raised as is, the server keeps running.
+        with pytest.raises(RequestRefusedError, match="too large"):
+            policy.generate([CHAT], SamplingParams(max_new_tokens=5000))
+        assert server.is_running()
         engine = info["engine_pid"]
         assert os.getpgid(engine) == server.pid
     finally:
@@ -361,6 +367,8 @@ def test_real_server_answers_with_per_sample_token_counts(real_policy):
     env = server.environ()
     assert "libiomp5.so" in env["LD_PRELOAD"] and env["VLLM_CPU_KVCACHE_SPACE"] == "1"
     assert "--no-enable-chunked-prefill" in server.cmdline()
+    with pytest.raises(urllib.error.HTTPError, match="401"):  # the bearer token is required
+        urllib.request.urlopen(real_policy.server.base_url + "/models", timeout=5)
 
 
 @pytest.mark.slow
