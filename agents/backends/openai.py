@@ -3,9 +3,9 @@
 Requests run concurrently (asyncio + httpx, at most ``max_concurrency`` in flight); each of the n
 samples of a chat is its own request with its own seed, so servers with prefix caching share the
 prompt. With ``n_per_request=True`` a chat's n samples go as one request with ``n`` (servers that
-fan samples out themselves, like vLLM, which seeds sample j with the request's seed + j). Connection failures, timeouts, 429 and 5xx answers are retried with exponential backoff;
-other 4xx answers (a refusal: bad model name, prompt too long) fail at once with the server's
-message.
+fan samples out themselves, like vLLM, which seeds sample j with the request's seed + j).
+Connection failures, timeouts, 429 and 5xx answers are retried with exponential backoff; other
+4xx answers (a refusal: bad model name, prompt too long) fail at once with the server's message.
 
 >>> from agents.backends.openai import OpenAIPolicy
 >>> policy = OpenAIPolicy("http://127.0.0.1:8000/v1", model="Qwen/Qwen2.5-Coder-0.5B-Instruct")  # doctest: +SKIP
