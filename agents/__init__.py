@@ -3,7 +3,7 @@
 Generic machinery at the top level, one concern per module or subpackage:
 
 - policies and backends: :class:`Policy`, :func:`make_policy` (llama.cpp, transformers,
-  OpenAI-compatible HTTP, SGLang); models (:mod:`agents.models`: the embedded registry,
+  OpenAI-compatible HTTP, SGLang, a managed vLLM server); models (:mod:`agents.models`: the embedded registry,
   GGUF conversion);
 - the episode engine (:func:`play_episodes`) and what runs on it: rollouts
   (:class:`RolloutConfig`, :func:`run_rollouts`), evaluation (:func:`evaluate`) and multi-turn

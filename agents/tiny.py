@@ -122,6 +122,7 @@ def make_tiny_causal_lm(
     num_layers: int = 2,
     vocab_size: int = 600,
     max_position_embeddings: int = 4096,
+    head_dim: int = 16,
 ) -> Path:
     """Build and save a tiny randomly initialised causal LM with a tokenizer and a chat template.
 
@@ -132,23 +133,27 @@ def make_tiny_causal_lm(
         out_dir: where to save (``save_pretrained`` layout).
         arch: ``"qwen2"`` or ``"llama"``.
         seed: seed for the weights (a local ``torch.Generator`` state; the global RNG is restored).
-        hidden_size: model width (attention heads = hidden_size // 16).
+        hidden_size: model width (attention heads = hidden_size // head_dim).
         num_layers: number of decoder layers.
         vocab_size: BPE vocabulary size to train.
         max_position_embeddings: context length of the config.
+        head_dim: width of one attention head (vLLM's CPU attention needs 32 or more).
 
     Returns:
         The path of the saved model directory.
 
     Raises:
-        ValueError: on an unknown ``arch`` or a width not divisible by 16.
+        ValueError: on an unknown ``arch`` or a width not divisible by ``head_dim``.
 
     >>> p = make_tiny_causal_lm("/tmp/tiny-llama", arch="llama")  # doctest: +SKIP
     """
     if arch not in TINY_ARCHS:
         raise ValueError(f"arch must be one of {TINY_ARCHS}, got {arch!r}")
-    if hidden_size % 16 or hidden_size < 16:
-        raise ValueError(f"hidden_size must be a positive multiple of 16, got {hidden_size}")
+    if head_dim < 1 or hidden_size % head_dim or hidden_size < head_dim:
+        raise ValueError(
+            f"hidden_size must be a positive multiple of head_dim={head_dim}, got {hidden_size}; "
+            "change hidden_size or head_dim"
+        )
     out = Path(out_dir)
     if (out / "config.json").is_file() and (out / "tokenizer.json").is_file():
         return out
@@ -158,7 +163,7 @@ def make_tiny_causal_lm(
 
     tokenizer = build_tiny_tokenizer(vocab_size)
     n_vocab = len(tokenizer)
-    heads = hidden_size // 16
+    heads = hidden_size // head_dim
     common = dict(
         vocab_size=n_vocab,
         hidden_size=hidden_size,
@@ -187,5 +192,5 @@ def make_tiny_causal_lm(
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        (tmp / "tiny.json").write_text(json.dumps({"arch": arch, "seed": seed, "hidden_size": hidden_size}))
+        (tmp / "tiny.json").write_text(json.dumps({"arch": arch, "seed": seed, "hidden_size": hidden_size, "head_dim": head_dim}))
     return out

@@ -30,8 +30,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--model", default=None,
                    help="registry name, GGUF file, checkpoint directory or hub id (default: qwen2.5-coder-0.5b); "
                         "for --backend openai the served model name (default: the server's first model)")
-    p.add_argument("--backend", default="llama_cpp", choices=("llama_cpp", "transformers", "openai", "sglang"),
-                   help="inference backend (default: %(default)s)")
+    p.add_argument("--backend", default="llama_cpp", choices=("llama_cpp", "transformers", "openai", "sglang", "vllm"),
+                   help="inference backend; vllm starts and stops a vLLM server (set it up with "
+                        "`bash scripts/setup_vllm.sh`) (default: %(default)s)")
     p.add_argument("--base-url", default=None, help="server URL for --backend openai (e.g. http://127.0.0.1:8000/v1)")
     p.add_argument("--turns", type=int, default=3, help="turn limit T; 1 = single-turn (default: %(default)s)")
     p.add_argument("--limit", type=int, default=DEFAULT_LIMIT,
@@ -46,10 +47,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--seed", type=int, default=0, help="run seed (default: %(default)s)")
     p.add_argument("--out", default=None,
                    help="output directory; an interrupted run resumes there (default: runs/eval/<env>-<model>-T<turns>)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for llama_cpp/transformers")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for llama_cpp/transformers/vllm")
     p.add_argument("--n-ctx", type=int, default=8192, help="llama_cpp context length (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=None,
-                   help="live episodes per generation call (default: 64 for openai/sglang servers, 8 otherwise: "
+                   help="live episodes per generation call (default: 64 for openai/sglang/vllm servers, 8 otherwise: "
                         "llama.cpp generates one at a time, so a small batch only makes progress and resume finer); "
                         "also the transformers micro-batch")
     p.add_argument("--cache-dir", default=None, help="model cache (default: $MUCODE_CACHE_DIR/models or ~/.cache/mucode/models)")
@@ -76,6 +77,8 @@ def _policy_kwargs(args: argparse.Namespace) -> dict:
         return {"batch_size": args.batch_size or 8, "cache_dir": args.cache_dir, "torch_threads": args.threads}
     if args.backend == "openai":
         return {"base_url": args.base_url}
+    if args.backend == "vllm" and args.threads:
+        return {"cache_dir": args.cache_dir, "omp_threads": args.threads}
     return {"cache_dir": args.cache_dir}
 
 
@@ -116,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
             env_id=args.env, split=args.split, problem_ids=problem_ids,
             limit=None if (args.limit == 0 or problem_ids) else args.limit,
             n=args.n, sampling=sampling, max_turns=args.turns, seed=args.seed,
-            max_live_episodes=args.batch_size or (64 if args.backend in ("openai", "sglang") else 8),
+            max_live_episodes=args.batch_size or (64 if args.backend in ("openai", "sglang", "vllm") else 8),
             progress=not args.no_progress,
         )
         model = args.model if args.model or args.backend == "openai" else DEFAULT_MODEL
@@ -125,7 +128,12 @@ def run(args: argparse.Namespace) -> int:
             served = policy.list_models()  # fail fast when the server is unreachable
             if policy.model is not None and policy.model not in served:
                 return _fail(f"the server at {args.base_url} does not serve model {policy.model!r}; it serves {served}")
-        report = evaluate(policy, config, out)
+        try:
+            report = evaluate(policy, config, out)
+        finally:
+            close = getattr(policy, "close", None)  # the vllm backend's server
+            if close is not None:
+                close()
     except (UnknownModelError, ModelNotInstalledError, ModelIntegrityError, BackendError, ValueError) as exc:
         return _fail(str(exc))
     except MuCodeError as exc:  # unknown problem ids, missing datasets, sandbox failures

@@ -22,6 +22,7 @@ BACKENDS: dict[str, tuple[str, str]] = {
     "transformers": ("agents.backends.transformers", "TransformersPolicy"),
     "openai": ("agents.backends.openai", "OpenAIPolicy"),
     "sglang": ("agents.backends.sglang", "SGLangPolicy"),
+    "vllm": ("agents.backends.vllm", "VLLMPolicy"),
 }
 
 
@@ -29,7 +30,8 @@ def make_policy(backend: str, model: str | os.PathLike | None, **kw) -> Policy:
     """Build the policy of ``backend`` for ``model``.
 
     Args:
-        backend: ``llama_cpp``, ``transformers``, ``openai`` or ``sglang``.
+        backend: ``llama_cpp``, ``transformers``, ``openai``, ``sglang`` or ``vllm`` (a vLLM server
+            that the policy starts and stops: ``bash scripts/setup_vllm.sh`` installs it).
         model: registry name, GGUF path, checkpoint directory or hub id; for ``openai`` the served
             model name (``None``: the server's first model), with ``base_url=`` in ``kw``.
         **kw: the backend class's keyword arguments.

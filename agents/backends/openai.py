@@ -2,9 +2,10 @@
 
 Requests run concurrently (asyncio + httpx, at most ``max_concurrency`` in flight); each of the n
 samples of a chat is its own request with its own seed, so servers with prefix caching share the
-prompt. Connection failures, timeouts, 429 and 5xx answers are retried with exponential backoff;
-other 4xx answers (a refusal: bad model name, prompt too long) fail at once with the server's
-message.
+prompt. With ``n_per_request=True`` a chat's n samples go as one request with ``n`` (servers that
+fan samples out themselves, like vLLM, which seeds sample j with the request's seed + j).
+Connection failures, timeouts, 429 and 5xx answers are retried with exponential backoff; other
+4xx answers (a refusal: bad model name, prompt too long) fail at once with the server's message.
 
 >>> from agents.backends.openai import OpenAIPolicy
 >>> policy = OpenAIPolicy("http://127.0.0.1:8000/v1", model="Qwen/Qwen2.5-Coder-0.5B-Instruct")  # doctest: +SKIP
@@ -16,7 +17,7 @@ import asyncio
 import os
 import random
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from agents.backends.base import BackendError, BackendUnavailableError, sample_seed, validate_chats
@@ -54,6 +55,10 @@ class OpenAIPolicy:
         connect_timeout_s: connect timeout.
         max_retries: retries of a failed request (connection errors, timeouts, 408/429/5xx).
         backoff_s: first backoff; doubles each retry, with jitter; ``Retry-After`` is honoured.
+        n_per_request: send the n samples of a chat as one request with ``n`` and the seed
+            ``sample_seed(seed, i, 0)``; sample j is recorded with seed + j (vLLM's rule).
+        extra_body: more JSON fields for every chat request (server extensions, e.g. vLLM's
+            ``return_token_ids``, which gives exact per-sample token counts with ``n > 1``).
     """
 
     def __init__(
@@ -67,6 +72,8 @@ class OpenAIPolicy:
         connect_timeout_s: float = 10.0,
         max_retries: int = 3,
         backoff_s: float = 0.5,
+        n_per_request: bool = False,
+        extra_body: Mapping[str, Any] | None = None,
     ) -> None:
         try:
             import httpx
@@ -84,6 +91,8 @@ class OpenAIPolicy:
         self.timeout_s = timeout_s
         self.max_retries = max_retries
         self.backoff_s = backoff_s
+        self.n_per_request = n_per_request
+        self.extra_body = dict(extra_body or {})
         self.model = model
         self.name = f"openai:{model or self.base_url}"
 
@@ -108,17 +117,17 @@ class OpenAIPolicy:
                 self.model = (await self._models(client))[0]
                 self.name = f"openai:{self.model}"
             sem = asyncio.Semaphore(self.max_concurrency)
-            tasks = [
-                [asyncio.ensure_future(self._complete(client, sem, chat, params, sample_seed(params.seed, i, j)))
-                 for j in range(params.n)]
-                for i, chat in enumerate(chats)
-            ]
+            if self.n_per_request:
+                requests = [(chat, params.n, sample_seed(params.seed, i, 0)) for i, chat in enumerate(chats)]
+            else:
+                requests = [(chat, 1, sample_seed(params.seed, i, j)) for i, chat in enumerate(chats) for j in range(params.n)]
+            tasks = [asyncio.ensure_future(self._complete(client, sem, chat, params, n, seed)) for chat, n, seed in requests]
             try:
-                return [[await t for t in row] for row in tasks]
+                flat = [gen for t in tasks for gen in await t]
             finally:
-                for row in tasks:
-                    for t in row:
-                        t.cancel()
+                for t in tasks:
+                    t.cancel()
+            return [flat[i * params.n : (i + 1) * params.n] for i in range(len(chats))]
 
     # -- internals --------------------------------------------------------------------------
     def _client(self):
@@ -137,33 +146,45 @@ class OpenAIPolicy:
             raise RequestRefusedError(f"the server at {self.base_url} lists no models; pass model= explicitly")
         return ids
 
-    async def _complete(self, client, sem: asyncio.Semaphore, chat: Chat, params: SamplingParams, seed: int) -> Generation:
+    async def _complete(
+        self, client, sem: asyncio.Semaphore, chat: Chat, params: SamplingParams, n: int, seed: int
+    ) -> list[Generation]:
         body: dict[str, Any] = {
+            **self.extra_body,
             "model": self.model,
             "messages": chat,
             "temperature": params.temperature,
             "top_p": params.top_p,
             "max_tokens": params.max_new_tokens,
             "seed": seed,
-            "n": 1,
+            "n": n,
         }
         if params.stop:
             body["stop"] = list(params.stop)
         async with sem:
             data = await self._call(client, "POST", "/chat/completions", body)
         try:
-            choice = data["choices"][0]
-            text = choice["message"].get("content") or ""
-        except (KeyError, IndexError, TypeError) as exc:
+            choices = sorted(data["choices"], key=lambda c: c.get("index", 0))
+            texts = [c["message"].get("content") or "" for c in choices]
+        except (KeyError, IndexError, TypeError, AttributeError) as exc:
             raise BackendError(f"malformed answer from {self.base_url}/chat/completions: {str(data)[:300]}") from exc
+        if len(choices) != n:
+            raise BackendError(f"{self.base_url}/chat/completions returned {len(choices)} choices for n={n}")
         usage = data.get("usage") or {}
-        return Generation(
-            text=text,
-            prompt_tokens=int(usage.get("prompt_tokens") or 0),
-            completion_tokens=int(usage.get("completion_tokens") or 0),
-            finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
-            extra={"seed": seed},
-        )
+        total = int(usage.get("completion_tokens") or 0)
+        gens = []
+        for j, (choice, text) in enumerate(zip(choices, texts)):
+            ids = choice.get("token_ids")
+            # Exact per-sample counts when the server returns token ids; else an even share of the total.
+            tokens = len(ids) if isinstance(ids, list) else total // n + (j < total % n)
+            gens.append(Generation(
+                text=text,
+                prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                completion_tokens=tokens,
+                finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
+                extra={"seed": seed + j},
+            ))
+        return gens
 
     async def _call(self, client, method: str, path: str, body: dict | None) -> dict:
         httpx = self._httpx

@@ -1,0 +1,69 @@
+"""benchmarks/rollout_throughput.py with recording policies instead of engines (the lanes, the table)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from agents.policy import Generation
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "rollout_throughput.py"
+
+
+@pytest.fixture
+def bench_module():
+    spec = importlib.util.spec_from_file_location("rollout_throughput", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class RecordingPolicy:
+    """Answers every chat with one fixed program and records how many chats each call carried."""
+
+    def __init__(self, backend: str) -> None:
+        self.backend = backend
+        self.widths: list[int] = []
+        self.closed = False
+
+    def generate(self, chats, params):
+        self.widths.append(len(chats))
+        text = "```python\nreturn None\n```" if self.backend == "llama_cpp" else "```python\npass\n```"
+        return [[Generation(text, 5, 8)] for _ in chats]
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_vllm_lanes_keep_their_concurrency_and_the_table_compares_them(bench_module, monkeypatch, capsys):
+    made: dict[str, RecordingPolicy] = {}
+
+    def fake_make_policy(backend, model, **kw):
+        assert model == "m"
+        made[backend] = RecordingPolicy(backend)
+        return made[backend]
+
+    monkeypatch.setattr(bench_module, "make_policy", fake_make_policy)
+    assert bench_module.main(["--model", "m", "--limit", "4", "--turns", "1", "--concurrency", "1,2,4"]) == 0
+    # The first call of each engine is the warm-up chat; then the lanes, in order.
+    assert made["llama_cpp"].widths == [1, 4]
+    assert made["vllm"].widths == [1] + [1] * 4 + [2] * 2 + [4]
+    assert made["vllm"].closed
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")]
+            for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    header, llama, *lanes = rows
+    assert header[8].startswith("same turn-1 text") and len(lanes) == 3
+    # columns: backend, in flight, load s, tokens, gen s, tokens/s, episodes/min, solved, same text, ratios
+    assert llama[:2] == ["llama.cpp (GGUF)", "sequential"] and llama[3] == "32"
+    assert llama[7:10] == ["0/4", "4/4", "1.00x"]
+    for lane, width in zip(lanes, (1, 2, 4)):
+        assert lane[:2] == ["vLLM (bf16)", f"{width} in flight"] and lane[3] == "32"
+        assert lane[8] == "0/4"  # its turn-1 texts differ from llama.cpp's
+
+def test_bad_arguments_are_refused(bench_module):
+    with pytest.raises(SystemExit):
+        bench_module.parse_args(["--backends", "llama_cpp,vllmm"])
+    with pytest.raises(SystemExit):
+        bench_module.parse_args(["--concurrency", "0,4"])
