@@ -102,3 +102,43 @@ def paired_bootstrap(a: Mapping[str, float], b: Mapping[str, float], *, n_bootst
     means = d[rng.integers(0, d.size, size=(n_bootstrap, d.size))].mean(axis=1)
     return {"diff": float(d.mean()), "lo": float(np.quantile(means, 0.025)), "hi": float(np.quantile(means, 0.975)),
             "n": int(d.size), "p_le_0": float((means <= 0).mean())}
+
+
+def paired_detectable_difference(n: int, discordance: float, *, alpha: float = 0.05,
+                                 power: float = 0.8) -> dict[str, float]:
+    """How small a paired accuracy difference an evaluation on ``n`` problems can detect.
+
+    Two methods scored 0/1 on the same problems differ on a fraction ``discordance`` of them (the
+    problems one solves and the other does not). Their mean difference has a standard error of
+    about ``sqrt(discordance / n)`` (McNemar's normal approximation, exact when the difference is
+    small), so:
+
+    - ``half_width``: the half-width of the two-sided ``1 - alpha`` interval of a difference
+      (an observed difference larger than this excludes zero);
+    - ``mde``: the minimum detectable difference, detected with probability ``power`` at level
+      ``alpha`` (two-sided): ``(z_{1-alpha/2} + z_{power}) * se``.
+
+    >>> round(paired_detectable_difference(500, 0.15)["mde"], 3)
+    0.049
+    """
+    from statistics import NormalDist
+
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    if not 0 < discordance <= 1:
+        raise ValueError(f"discordance must be in (0, 1], got {discordance}")
+    if not 0 < alpha < 1 or not 0 < power < 1:
+        raise ValueError(f"alpha and power must be in (0, 1), got {alpha}, {power}")
+    se = math.sqrt(discordance / n)
+    z_alpha = NormalDist().inv_cdf(1 - alpha / 2)
+    z_power = NormalDist().inv_cdf(power)
+    return {"n": n, "discordance": discordance, "se": se, "half_width": z_alpha * se,
+            "mde": (z_alpha + z_power) * se}
+
+
+def discordance(a: Mapping[str, float], b: Mapping[str, float]) -> float:
+    """The fraction of the problems both scored where 0/1 outcomes differ (scores rounded)."""
+    common = sorted(set(a) & set(b))
+    if not common:
+        raise ValueError("the two score sets share no problem")
+    return sum(round(a[k]) != round(b[k]) for k in common) / len(common)
