@@ -25,7 +25,8 @@ node needs mucode installed (and bubblewrap for the jail tier); model paths must
 node that builds a replica.
 
 >>> config = RayEpisodesConfig(address="auto", n_actors=8, cpus_per_actor=4)  # doctest: +SKIP
->>> run_rollouts(PolicySpec("llama_cpp", "qwen2.5-coder-0.5b"), replace(rollout, ray=config), "runs/r")  # doctest: +SKIP
+>>> spec = PolicySpec("llama_cpp", "qwen2.5-coder-0.5b")
+>>> run_rollouts(spec, replace(rollout_config, ray=config), "runs/r")  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -198,7 +199,8 @@ class EpisodeActor:
                 "policy_name": str(getattr(self.policy, "name", type(self.policy).__name__)),
                 "accepts_seeds": accepts_seeds(self.policy)}
 
-    def play(self, task_box: list[Any], specs: list[EpisodeSpec], ids: list[int]) -> tuple[list[Trajectory], EpisodeStats]:
+    def play(self, task_box: list[Any], specs: list[EpisodeSpec],
+             ids: list[int]) -> tuple[list[Trajectory], EpisodeStats]:
         """Play ``specs`` (episode indices ``ids`` in the run) with the task in ``task_box[0]``
         (an object reference, boxed so Ray does not fetch it again for every chunk)."""
         import gymnasium as gym

@@ -258,3 +258,26 @@ def test_a_policy_that_cannot_be_built_fails_at_once(cluster):
     spec = PolicySpec("llama_cpp", "/nonexistent/model.gguf")
     with pytest.raises(RayEpisodesError, match="failed to build"):
         RayEpisodes(RayEpisodesConfig(n_actors=1, start_timeout_s=120), spec)
+
+
+@pytest.mark.slow
+def test_trainer_rollout_and_validation_stages_on_ray_match_the_local_path(cluster, data_dir, tmp_path):
+    from agents.mucode import MuCodeConfig, MuCodeTrainer, RolloutSettings, ValidationSettings
+    from mucode_env.datasets import load_problems
+
+    train = load_problems("mbpp", "train", data_dir=str(data_dir))[:3]
+    policy = SeededScriptedPolicy(train + load_problems("mbpp", "validation", data_dir=str(data_dir))[:2])
+    got = {}
+    for name, ray in (("local", None), ("ray", SPREAD)):
+        config = MuCodeConfig(
+            run_dir=str(tmp_path / name), train_problem_ids=tuple(p.id for p in train), data_dir=str(data_dir),
+            rollout=RolloutSettings(rollouts_per_problem=2, max_new_tokens=8, max_turns=2),
+            validation=ValidationSettings(split="validation", max_problems=2, n=1, max_turns=2, max_new_tokens=8),
+            progress=False, seed=4, ray=ray)
+        trainer = MuCodeTrainer(config, lambda model, backend: policy)
+        it_dir = tmp_path / name / "iter1"
+        it_dir.mkdir(parents=True)
+        validation = trainer._validate(1, it_dir)
+        got[name] = (trainer._rollouts(1, it_dir), validation["per_problem"], validation["accuracy_by_turn"])
+    assert got["ray"] == got["local"]
+    assert len(got["ray"][0]) == 6 and len(got["ray"][1]) == 2
