@@ -42,7 +42,7 @@ from agents.records import Trajectory, TurnRecord
 
 __all__ = [
     "Candidates", "EpisodeSpec", "EpisodeStats", "ScoreFn", "Selector", "StepOutcome", "derive_seed",
-    "episode_seed", "play_episodes",
+    "accepts_seeds", "episode_seed", "play_episodes",
 ]
 
 ScoreFn = Callable[[Sequence[str], Sequence[str]], list[float]]

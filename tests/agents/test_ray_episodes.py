@@ -281,3 +281,17 @@ def test_trainer_rollout_and_validation_stages_on_ray_match_the_local_path(clust
         got[name] = (trainer._rollouts(1, it_dir), validation["per_problem"], validation["accuracy_by_turn"])
     assert got["ray"] == got["local"]
     assert len(got["ray"][0]) == 6 and len(got["ray"][1]) == 2
+
+
+@pytest.mark.slow
+def test_actors_can_send_their_programs_to_sandbox_actors_elsewhere(cluster, problems, data_dir):
+    from agents.rollout import run_rollouts
+    from agents.scripted import ScriptedPolicy
+
+    policy = SeededScriptedPolicy(problems)
+    config = replace(rollout_config(data_dir), problem_ids=IDS[:3], n=1)
+    nested = RayEpisodesConfig(n_actors=1, sandbox=RaySandboxConfig(n_actors=1, cpus_per_actor=1))
+    assert run_rollouts(policy, replace(config, ray=nested)).trajectories == run_rollouts(policy, config).trajectories
+    # a policy without per-episode seeds plays too, with a warning that its samples depend on the spread
+    with pytest.warns(RuntimeWarning, match="no per-episode seeds"):
+        RayEpisodes(RayEpisodesConfig(n_actors=1), ScriptedPolicy({})).close()
