@@ -340,7 +340,9 @@ class RayEpisodes:
             specs: the episodes.
             on_done: called here for each finished trajectory, as its chunk arrives (once each).
             on_round: called here after every wake-up (at least once a second while playing).
-            stats: receives the actors' counters; ``wall_s`` is this call's wall time.
+            stats: receives the actors' counters (their busy seconds summed, so ``tokens_per_s``
+                is per replica); ``wall_s`` is this call's wall time (``episodes_per_min`` is the
+                whole cluster's).
             policy_name: recorded in every trajectory (default: the first actor's policy name).
             progress, progress_total, progress_desc: a progress bar of finished episodes.
             play_kwargs: :func:`agents.episodes.play_episodes` arguments (``sampling``, ``n``,
@@ -386,7 +388,10 @@ class RayEpisodes:
                     stalled_since = time.monotonic()
                 elif time.monotonic() - stalled_since > self.config.start_timeout_s:
                     raise RayEpisodesError(self._unplaced_message(len(starting)))
-                ready, rest = ray.wait([*in_flight, *starting], num_returns=1, timeout=1.0)
+                waiting = [*in_flight, *starting]
+                if not waiting:  # nothing to wait for (cannot happen while every slot is started or starting)
+                    raise RayEpisodesError("no episode actor is started or starting; chunks are left over")
+                ready, rest = ray.wait(waiting, num_returns=1, timeout=1.0)
                 if ready and rest:  # take every answer already there, not one per wake-up
                     ready += ray.wait(rest, num_returns=len(rest), timeout=0)[0]
                 for ref in ready:
