@@ -7,7 +7,8 @@ Generic machinery at the top level, one concern per module or subpackage:
   GGUF conversion);
 - the episode engine (:func:`play_episodes`) and what runs on it: rollouts
   (:class:`RolloutConfig`, :func:`run_rollouts`), evaluation (:func:`evaluate`) and multi-turn
-  Best-of-N (Algorithm 2, :func:`best_of_n`);
+  Best-of-N (Algorithm 2, :func:`best_of_n`), here or spread over Ray actors
+  (:class:`RayEpisodes`, :class:`RayEpisodesConfig`, with :class:`PolicySpec` recipes);
 - training utilities (:mod:`agents.training`: :func:`finetune`, launching stages as jobs);
 - µCODE (Algorithm 1) in :mod:`agents.mucode`: :class:`Verifier`, :func:`select_experts`,
   :func:`relabel`, :class:`MuCodeTrainer`.
@@ -27,9 +28,11 @@ from typing import Any
 _EXPORTS = {
     "Policy": "agents.policy", "SamplingParams": "agents.policy", "Generation": "agents.policy",
     "Trajectory": "agents.records", "TurnRecord": "agents.records",
-    "make_policy": "agents.backends", "resolve_model": "agents.models", "hf_checkpoint": "agents.models.convert",
+    "make_policy": "agents.backends", "PolicySpec": "agents.backends", "resolve_model": "agents.models",
+    "hf_checkpoint": "agents.models.convert",
     "EpisodeSpec": "agents.episodes", "EpisodeStats": "agents.episodes", "play_episodes": "agents.episodes",
-    "derive_seed": "agents.episodes",
+    "derive_seed": "agents.episodes", "episode_seed": "agents.episodes",
+    "RayEpisodes": "agents.ray_episodes", "RayEpisodesConfig": "agents.ray_episodes",
     "RolloutConfig": "agents.rollout", "run_rollouts": "agents.rollout", "collect_rollouts": "agents.rollout",
     "load_trajectories": "agents.rollout", "evaluate": "agents.evaluate", "EvalReport": "agents.evaluate",
     "BoNConfig": "agents.bon", "best_of_n": "agents.bon",

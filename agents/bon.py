@@ -20,13 +20,16 @@ and averages them (the reference code uses 10). Private results never reach the 
 
 from __future__ import annotations
 
+import contextlib
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from agents.backends.spec import PolicySpec
 from agents.episodes import Candidates, EpisodeSpec, EpisodeStats, derive_seed, play_episodes
 from agents.policy import Policy, SamplingParams
+from agents.ray_episodes import RayEpisodesConfig
 from agents.records import Trajectory
 from mucode_env.metrics import accuracy_by_turn
 
@@ -37,7 +40,12 @@ SELECTORS = ("pt+lv", "pt", "lv", "random")
 
 @dataclass(frozen=True)
 class BoNConfig:
-    """Multi-turn Best-of-N settings (paper: N = 5, temperature 0.7, T = 3, PT+LV)."""
+    """Multi-turn Best-of-N settings (paper: N = 5, temperature 0.7, T = 3, PT+LV).
+
+    ``ray``: play the episodes on Ray actors (:class:`agents.ray_episodes.RayEpisodesConfig`);
+    the verifier then scores in the actors (a :class:`agents.mucode.verifier.Verifier` travels
+    as its path and is loaded there once per run).
+    """
 
     n: int = 5
     selector: str = "pt+lv"
@@ -49,8 +57,13 @@ class BoNConfig:
     seed: int = 0
     greedy_when_n1: bool = True
     progress: bool = True
+    ray: RayEpisodesConfig | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.ray, Mapping):
+            object.__setattr__(self, "ray", RayEpisodesConfig.from_dict(self.ray))
+        if self.ray is not None and not isinstance(self.ray, RayEpisodesConfig):
+            raise ValueError(f"ray must be a RayEpisodesConfig or None, got {type(self.ray).__name__}")
         if self.n < 1:
             raise ValueError(f"n must be >= 1, got {self.n}")
         if self.selector not in SELECTORS:
@@ -128,7 +141,7 @@ def pick(selector: str, candidates: Candidates, rng: random.Random) -> int:
 
 
 def best_of_n(
-    policy: Policy,
+    policy: Policy | PolicySpec,
     env_id: str,
     config: BoNConfig,
     *,
@@ -141,13 +154,15 @@ def best_of_n(
     """Multi-turn Best-of-N over the problems of ``env_id`` (Algorithm 2).
 
     Args:
-        policy: the generator.
+        policy: the generator, or a :class:`~agents.backends.spec.PolicySpec` (built here, or in
+            every Ray actor with ``config.ray``, where a picklable policy object also works).
         env_id: a MuCode environment id (``"MuCode-MBPP-v0"``).
         config: N, selector, T, sampling, repeats.
         verifier: an object with ``score(prompts, responses)`` (a :class:`agents.mucode.verifier.Verifier`)
             or a plain callable; needed by ``"pt+lv"``/``"lv"`` when N > 1.
         problem_ids: restrict to these problems.
-        sandbox: the sandbox the environments share (default: the process-wide one).
+        sandbox: the sandbox the environments share (default: the process-wide one); with
+            ``config.ray`` each actor has its own (``RayEpisodesConfig.sandbox``).
         env_kwargs: more ``gym.make`` kwargs (``split``, ``data_dir``, ``termination``...).
 
     Returns:
@@ -166,28 +181,43 @@ def best_of_n(
                             data_dir=env_kwargs.get("data_dir"))
     env_kwargs = {"max_turns": config.max_turns, **env_kwargs, "problems": problems}
     if sandbox is not None:
+        if config.ray is not None:
+            raise ValueError("best_of_n with config.ray takes no sandbox: each episode actor builds its own "
+                             "(set RayEpisodesConfig.sandbox)")
         env_kwargs["sandbox"] = sandbox
     specs = [EpisodeSpec(p.id) for p in problems]
     stats = EpisodeStats()
     all_trajs: list[Trajectory] = []
-    for r in range(config.repeats):
-        rseed = derive_seed(config.seed, "repeat", r)
+    selector = config.selector  # what the select functions carry (to Ray actors too)
+    with contextlib.ExitStack() as stack:
+        if config.ray is not None:
+            from agents.ray_episodes import RayEpisodes
 
-        def select(c: Candidates, rseed: int = rseed) -> int:
-            return pick(config.selector, c, random.Random(derive_seed(rseed, "pick", c.episode, c.turn)))
+            runner = stack.enter_context(RayEpisodes(config.ray, policy))
+        elif isinstance(policy, PolicySpec):
+            policy = policy.build()
+        for r in range(config.repeats):
+            rseed = derive_seed(config.seed, "repeat", r)
 
-        trajs = play_episodes(
-            policy, lambda: gym.make(env_id, disable_env_checker=True, **env_kwargs), specs,
-            sampling=lambda t, rseed=rseed: config.sampling(derive_seed(rseed, "turn", t)), n=config.n,
-            select=select if config.n > 1 else None,
-            score_fn=score_fn if config.n > 1 and config.selector in ("pt+lv", "lv") else None,
-            stats=stats, env_id=env_id, seed=rseed, sampling_record=asdict(config.sampling(rseed)),
-            policy_name=policy_name, progress=config.progress,
-            progress_desc=f"episodes (N={config.n}, {config.selector})",
-        )
-        for tr in trajs:
-            tr.sample_index = r
-        all_trajs.extend(trajs)
+            def select(c: Candidates, rseed: int = rseed) -> int:
+                return pick(selector, c, random.Random(derive_seed(rseed, "pick", c.episode, c.turn)))
+
+            play = dict(
+                sampling=lambda t, rseed=rseed, make=config.sampling: make(derive_seed(rseed, "turn", t)),
+                n=config.n, select=select if config.n > 1 else None,
+                score_fn=score_fn if config.n > 1 and config.selector in ("pt+lv", "lv") else None,
+                stats=stats, env_id=env_id, seed=rseed, sampling_record=asdict(config.sampling(rseed)),
+                policy_name=policy_name, progress=config.progress,
+                progress_desc=f"episodes (N={config.n}, {config.selector})",
+            )
+            if config.ray is not None:
+                trajs = runner.play(env_id, env_kwargs, specs, **play)
+            else:
+                trajs = play_episodes(policy, lambda: gym.make(env_id, disable_env_checker=True, **env_kwargs),
+                                      specs, **play)
+            for tr in trajs:
+                tr.sample_index = r
+            all_trajs.extend(trajs)
     per_problem: dict[str, float] = {}
     counts: dict[str, int] = {}
     for tr in all_trajs:

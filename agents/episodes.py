@@ -18,7 +18,11 @@ differ in:
   after every round.
 
 Seeds: ``sampling(call)`` gives the parameters (seed included) of the ``call``-th generate call;
-every seed in the project is :func:`derive_seed` of the run's seed and named parts.
+every seed in the project is :func:`derive_seed` of the run's seed and named parts. A policy whose
+``generate`` takes a ``seeds`` keyword also gets one seed per chat, :func:`episode_seed` of the run's
+seed, the episode's problem and sample and the turn: its samples then depend on the episode alone,
+not on which other episodes share the call, so spreading episodes over processes or machines
+(:mod:`agents.ray_episodes`) changes nothing in the results.
 
 >>> trajs = play_episodes(policy, env_factory, [EpisodeSpec("MBPP/11")],
 ...                       sampling=lambda call: SamplingParams(seed=derive_seed(0, "turn", call)))  # doctest: +SKIP
@@ -38,7 +42,7 @@ from agents.records import Trajectory, TurnRecord
 
 __all__ = [
     "Candidates", "EpisodeSpec", "EpisodeStats", "ScoreFn", "Selector", "StepOutcome", "derive_seed",
-    "play_episodes",
+    "accepts_seeds", "episode_seed", "play_episodes",
 ]
 
 ScoreFn = Callable[[Sequence[str], Sequence[str]], list[float]]
@@ -52,6 +56,12 @@ def derive_seed(*parts: Any) -> int:
     """
     digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=4).digest()
     return int.from_bytes(digest, "little") & 0x7FFFFFFF
+
+
+def episode_seed(seed: int, problem_id: str, sample_index: int, turn: int) -> int:
+    """The seed of one episode's ``turn`` (0-based) in a run seeded ``seed``: what a policy that takes
+    ``seeds`` samples that episode's turn with, wherever and with whichever others it is played."""
+    return derive_seed(seed, problem_id, sample_index, turn)
 
 
 @dataclass(frozen=True)
@@ -133,6 +143,13 @@ class EpisodeStats:
     def verifier_programs_per_s(self) -> float:
         return self.verifier_programs / self.verifier_s if self.verifier_s > 0 else 0.0
 
+    def add(self, other: "EpisodeStats") -> None:
+        """Add the counters and busy seconds of ``other`` (a part of the run played elsewhere) to these;
+        ``wall_s`` is left alone: the run's wall time is measured where the parts are gathered."""
+        for name, value in asdict(other).items():
+            if name != "wall_s":
+                setattr(self, name, getattr(self, name) + value)
+
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "tokens_per_s": self.tokens_per_s, "executions_per_s": self.executions_per_s,
                 "episodes_per_min": self.episodes_per_min, "verifier_programs_per_s": self.verifier_programs_per_s}
@@ -149,13 +166,19 @@ class _Live:
 
 def _optional_keywords(policy: Policy) -> set[str]:
     """Which of the engine's optional ``generate`` keywords the policy takes: ``progress``
-    (``callback(generations, tokens)`` within a call) and ``episodes`` (the episode index of every
-    chat, for policies that keep per-episode state such as token histories or a server affinity)."""
+    (``callback(generations, tokens)`` within a call), ``episodes`` (the episode index of every
+    chat, for policies that keep per-episode state such as token histories or a server affinity)
+    and ``seeds`` (one :func:`episode_seed` per chat, for samples independent of the batch)."""
     try:
         parameters = inspect.signature(policy.generate).parameters
     except (TypeError, ValueError):
         return set()
-    return {"progress", "episodes"} & set(parameters)
+    return {"progress", "episodes", "seeds"} & set(parameters)
+
+
+def accepts_seeds(policy: Policy) -> bool:
+    """Whether ``policy`` samples each chat from its own episode seed (see :func:`episode_seed`)."""
+    return "seeds" in _optional_keywords(policy)
 
 
 class _Progress:
@@ -215,6 +238,7 @@ def play_episodes(
     progress: bool = False,
     progress_total: int | None = None,
     progress_desc: str = "episodes",
+    episode_ids: Sequence[int] | None = None,
 ) -> list[Trajectory]:
     """Play one episode per spec and return the trajectories in spec order.
 
@@ -235,6 +259,9 @@ def play_episodes(
         env_id, seed, sampling_record, policy_name: recorded in every :class:`Trajectory`.
         progress: show a progress bar; ``progress_total`` (default ``len(specs)``) and
             ``progress_desc`` set its total and label (resumed episodes count as done).
+        episode_ids: the index of each spec's episode in the whole run (default: its position),
+            as selectors, ``on_turn`` and policies see it: a part of a run played elsewhere keeps
+            the indices, and so the picks, of the whole run.
 
     Raises:
         ValueError: ``n > 1`` without ``select``, or a policy that returns the wrong number of
@@ -253,6 +280,9 @@ def play_episodes(
     name = policy_name if policy_name is not None else str(getattr(policy, "name", type(policy).__name__))
     record = dict(sampling_record) if sampling_record is not None else asdict(sampling(0))
     keywords = _optional_keywords(policy)
+    ids = list(range(len(specs))) if episode_ids is None else list(episode_ids)
+    if len(ids) != len(specs):
+        raise ValueError(f"episode_ids has {len(ids)} entries for {len(specs)} specs")
     total = progress_total if progress_total is not None else len(specs)
     bar = _Progress(progress, total, total - len(specs), progress_desc)
     width = max_live or max(1, len(specs))
@@ -279,7 +309,10 @@ def play_episodes(
             if "progress" in keywords:
                 extra["progress"] = bar.generated
             if "episodes" in keywords:
-                extra["episodes"] = [ep.index for ep in live]
+                extra["episodes"] = [ids[ep.index] for ep in live]
+            if "seeds" in keywords:
+                extra["seeds"] = [episode_seed(seed, ep.spec.problem_id, ep.spec.sample_index, len(ep.turns))
+                                  for ep in live]
             gens = policy.generate(chats, params, **extra)
             stats.generation_s += time.perf_counter() - t0
             if len(gens) != len(chats) or any(len(g) != n for g in gens):
@@ -289,7 +322,7 @@ def play_episodes(
             stats.generations += sum(len(g) for g in gens)
             stats.prompt_tokens += sum(g.prompt_tokens for gs in gens for g in gs)
             stats.completion_tokens += sum(g.completion_tokens for gs in gens for g in gs)
-            picks = [0] * len(live) if n == 1 else _select(live, gens, select, score_fn, stats)
+            picks = [0] * len(live) if n == 1 else _select(live, ids, gens, select, score_fn, stats)
             actions = [gens[k][picks[k]] for k in range(len(live))]
             t0 = time.perf_counter()
             steps = step_batch([ep.env for ep in live], [g.text for g in actions])
@@ -305,8 +338,8 @@ def play_episodes(
                 ))
                 ep.obs = obs
                 if on_turn is not None:
-                    on_turn(StepOutcome(ep.index, ep.spec, g, obs, float(reward), bool(terminated), bool(truncated),
-                                        info))
+                    on_turn(StepOutcome(ids[ep.index], ep.spec, g, obs, float(reward), bool(terminated),
+                                        bool(truncated), info))
                 if terminated or truncated:
                     traj = Trajectory(problem_id=ep.spec.problem_id, env_id=env_id, prompt=obs["prompt"],
                                       turns=ep.turns, sample_index=ep.spec.sample_index, seed=seed,
@@ -331,7 +364,7 @@ def play_episodes(
     return done  # type: ignore[return-value]
 
 
-def _select(live: list[_Live], gens: list[list[Generation]], select: Selector | None,
+def _select(live: list[_Live], ids: list[int], gens: list[list[Generation]], select: Selector | None,
             score_fn: ScoreFn | None, stats: EpisodeStats) -> list[int]:
     """Run every candidate on its episode's public tests (one batch), score them, pick one each."""
     from mucode_env import extract_code, run_public_batch
@@ -354,6 +387,6 @@ def _select(live: list[_Live], gens: list[list[Generation]], select: Selector | 
         for gs in gens:
             scores.append(flat[cursor: cursor + len(gs)])
             cursor += len(gs)
-    return [select(Candidates(ep.index, len(ep.turns), ep.obs["prompt"], gs, [r.passed for r in rs],
+    return [select(Candidates(ids[ep.index], len(ep.turns), ep.obs["prompt"], gs, [r.passed for r in rs],
                               scores[k] if scores is not None else None))  # type: ignore[misc]
             for k, (ep, gs, rs) in enumerate(zip(live, gens, public))]

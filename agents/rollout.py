@@ -23,8 +23,10 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from agents.backends.spec import PolicySpec
 from agents.episodes import EpisodeSpec, EpisodeStats, derive_seed, play_episodes
 from agents.policy import Policy, SamplingParams
+from agents.ray_episodes import RayEpisodesConfig
 from agents.records import Trajectory, TurnRecord
 from mucode_env.atomic import atomic_dir, atomic_path, write_json_atomic, write_text_atomic
 
@@ -68,6 +70,10 @@ class RolloutConfig:
         shard_interval_s: also write a shard when finished episodes have waited this long, so an
             interrupted run loses at most ``shard_size`` episodes or this many seconds of work.
         progress: show a tqdm progress bar.
+        ray: play the episodes on Ray actors (:class:`agents.ray_episodes.RayEpisodesConfig`);
+            None plays them here. Not part of the run's identity: a run started here may resume
+            on a cluster and back, with the same results for policies that take per-episode
+            seeds (see :mod:`agents.episodes`).
     """
 
     env_id: str = "MuCode-MBPP-v0"
@@ -83,8 +89,16 @@ class RolloutConfig:
     shard_size: int = 32
     shard_interval_s: float = 60.0
     progress: bool = True
+    ray: RayEpisodesConfig | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.ray, Mapping):
+            object.__setattr__(self, "ray", RayEpisodesConfig.from_dict(self.ray))
+        if self.ray is not None and not isinstance(self.ray, RayEpisodesConfig):
+            raise ValueError(f"ray must be a RayEpisodesConfig or None, got {type(self.ray).__name__}")
+        if self.ray is not None and "sandbox" in self.env_kwargs:
+            raise ValueError("env_kwargs must not set 'sandbox' with ray: each episode actor builds its own "
+                             "(set RayEpisodesConfig.sandbox)")
         if self.n < 1:
             raise ValueError(f"n must be >= 1, got {self.n}")
         if self.sampling.n != 1:
@@ -133,7 +147,8 @@ class RolloutResult:
     out_dir: Path | None = None
 
 
-def collect_rollouts(policy: Policy, config: RolloutConfig, out_dir: str | os.PathLike | None = None) -> list[Trajectory]:
+def collect_rollouts(policy: Policy | PolicySpec, config: RolloutConfig,
+                     out_dir: str | os.PathLike | None = None) -> list[Trajectory]:
     """Roll ``policy`` out on ``config``'s problems; see :func:`run_rollouts`.
 
     Returns:
@@ -142,11 +157,14 @@ def collect_rollouts(policy: Policy, config: RolloutConfig, out_dir: str | os.Pa
     return run_rollouts(policy, config, out_dir).trajectories
 
 
-def run_rollouts(policy: Policy, config: RolloutConfig, out_dir: str | os.PathLike | None = None) -> RolloutResult:
+def run_rollouts(policy: Policy | PolicySpec, config: RolloutConfig,
+                 out_dir: str | os.PathLike | None = None) -> RolloutResult:
     """Run the episodes of ``config`` not yet stored in ``out_dir`` and return all of them.
 
     Args:
-        policy: any :class:`~agents.policy.Policy`.
+        policy: any :class:`~agents.policy.Policy`, or a :class:`~agents.backends.spec.PolicySpec`
+            (built here, or in every Ray actor with ``config.ray``; there a picklable policy
+            object also works, each actor playing with its own copy).
         config: what to run.
         out_dir: where shards, the manifest, ``stats.json`` and the final dataset go; ``None``
             keeps everything in memory (no resume).
@@ -191,15 +209,24 @@ def run_rollouts(policy: Policy, config: RolloutConfig, out_dir: str | os.PathLi
         done[(traj.problem_id, traj.sample_index)] = traj
         writer.add(traj)
 
+    sampling, seed = replace(config.sampling, n=1), config.seed  # what the sampling function carries to actors
+    play = dict(
+        sampling=lambda call: replace(sampling, seed=derive_seed("rollout", seed, call)),
+        max_live=config.max_live_episodes, on_done=finished, on_round=lambda _: writer.maybe_flush(),
+        stats=stats, env_id=config.env_id, seed=config.seed, sampling_record=_jsonable(asdict(config.sampling)),
+        progress=config.progress, progress_total=len(problem_ids) * config.n,
+        progress_desc=f"rollouts {config.env_id}",
+    )
     try:
-        play_episodes(
-            policy, lambda: gym.make(config.env_id, disable_env_checker=True, **env_kw), pending,
-            sampling=lambda call: replace(config.sampling, n=1, seed=derive_seed("rollout", config.seed, call)),
-            max_live=config.max_live_episodes, on_done=finished, on_round=lambda _: writer.maybe_flush(),
-            stats=stats, env_id=config.env_id, seed=config.seed, sampling_record=_jsonable(asdict(config.sampling)),
-            progress=config.progress, progress_total=len(problem_ids) * config.n,
-            progress_desc=f"rollouts {config.env_id}",
-        )
+        if config.ray is not None:
+            if pending:
+                from agents.ray_episodes import RayEpisodes
+
+                with RayEpisodes(config.ray, policy) as runner:
+                    runner.play(config.env_id, env_kw, pending, **play)
+        else:
+            local = policy.build() if isinstance(policy, PolicySpec) else policy
+            play_episodes(local, lambda: gym.make(config.env_id, disable_env_checker=True, **env_kw), pending, **play)
     finally:
         writer.flush()
     log.info(

@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from mucode_cli.ray_flags import add_ray_arguments, ray_config
+
 __all__ = ["add_parser", "run"]
 
 
@@ -49,7 +51,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--repeats", type=int, default=1, help="independent searches per problem, averaged")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model", default="qwen2.5-coder-0.5b", help="base model (Instruct, and the start of training)")
-    p.add_argument("--backend", default="llama_cpp", help="backend of the base model")
+    p.add_argument("--backend", default=None, help="backend of the base model (default: llama_cpp; openai with "
+                                                    "--endpoints)")
     p.add_argument("--finetuned-backend", default="transformers", help="backend of trained checkpoints")
     p.add_argument("--checkpoint", action="append", type=_pair, default=[], metavar="AGENT=PATH",
                    help="generator directory or training run directory of an agent (repeatable)")
@@ -62,6 +65,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--grpo", default="{}", help="JSON object of GRPOBaselineConfig overrides for --train")
     p.add_argument("--n-bootstrap", type=int, default=2000, help="paired-bootstrap resamples")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_ray_arguments(p, "the evaluation episodes (and, with --train, the µCODE/RFT rollout and validation stages)")
     return p
 
 
@@ -96,14 +100,19 @@ def run(args: argparse.Namespace) -> int:
 def _config(args: argparse.Namespace, ppo_overrides: dict, grpo_overrides: dict | None = None):
     from baselines.bench import BenchConfig
 
+    ray = ray_config(args)
+    endpoints = ray is not None and ray.endpoints is not None
+    if endpoints and args.backend not in (None, "openai"):
+        raise ValueError(f"--endpoints are OpenAI-compatible servers of the base model: drop --backend {args.backend}")
     return BenchConfig(
         run_dir=args.run_dir, env_ids=_csv(args.env), agents=_csv(args.agents), split=args.split, limit=args.limit,
         problem_ids=_csv(args.problem_ids) if args.problem_ids else None, data_dir=args.data_dir,
         max_turns=args.max_turns, bon_n=args.bon_n, selector=args.selector, temperature=args.temperature,
         max_new_tokens=args.max_new_tokens, repeats=args.repeats, seed=args.seed, base_model=args.model,
-        base_backend=args.backend, finetuned_backend=args.finetuned_backend, checkpoints=dict(args.checkpoint),
+        base_backend=args.backend or ("openai" if endpoints else "llama_cpp"),
+        finetuned_backend=args.finetuned_backend, checkpoints=dict(args.checkpoint),
         verifier=args.verifier, ablations=args.ablations, selectors=args.selectors, train=args.train,
         train_preset=args.train_preset, ppo_overrides=ppo_overrides, grpo_overrides=grpo_overrides or {},
         n_bootstrap=args.n_bootstrap,
-        progress=not args.no_progress,
+        progress=not args.no_progress, ray=ray,
     )

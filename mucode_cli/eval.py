@@ -4,7 +4,8 @@
 
 prints accuracy by turn, turns-to-solve and (with ``--n`` > 1) unbiased pass@k, and writes
 ``results.json``, ``accuracy_by_turn.png`` and the trajectories under ``--out``. ``--turns 1``
-is single-turn Instruct. Bad input fails fast with one line and exit code 2.
+is single-turn Instruct. Bad input fails fast with one line and exit code 2. ``--ray`` plays the
+episodes on Ray actors (see :mod:`mucode_cli.ray_flags`), with the same results.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import argparse
 import re
 import sys
 from pathlib import Path
+
+from mucode_cli.ray_flags import add_ray_arguments, ray_config
 
 __all__ = ["add_parser", "run"]
 
@@ -30,9 +33,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--model", default=None,
                    help="registry name, GGUF file, checkpoint directory or hub id (default: qwen2.5-coder-0.5b); "
                         "for --backend openai the served model name (default: the server's first model)")
-    p.add_argument("--backend", default="llama_cpp", choices=("llama_cpp", "transformers", "openai", "sglang", "vllm"),
-                   help="inference backend; vllm starts and stops a vLLM server (set it up with "
-                        "`bash scripts/setup_vllm.sh`) (default: %(default)s)")
+    p.add_argument("--backend", default=None, choices=("llama_cpp", "transformers", "openai", "sglang", "vllm"),
+                   help="inference backend (default: llama_cpp; openai with --endpoints); vllm starts and stops a "
+                        "vLLM server (set it up with `bash scripts/setup_vllm.sh`)")
     p.add_argument("--base-url", default=None, help="server URL for --backend openai (e.g. http://127.0.0.1:8000/v1)")
     p.add_argument("--turns", type=int, default=3, help="turn limit T; 1 = single-turn (default: %(default)s)")
     p.add_argument("--limit", type=int, default=DEFAULT_LIMIT,
@@ -55,6 +58,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         "also the transformers micro-batch")
     p.add_argument("--cache-dir", default=None, help="model cache (default: $MUCODE_CACHE_DIR/models or ~/.cache/mucode/models)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_ray_arguments(p, "the evaluation's episodes")
     return p
 
 
@@ -76,7 +80,7 @@ def _policy_kwargs(args: argparse.Namespace) -> dict:
     if args.backend == "transformers":
         return {"batch_size": args.batch_size or 8, "cache_dir": args.cache_dir, "torch_threads": args.threads}
     if args.backend == "openai":
-        return {"base_url": args.base_url}
+        return {"base_url": args.base_url} if args.base_url else {}  # with --endpoints each actor gets its server
     if args.backend == "vllm" and args.threads:
         return {"cache_dir": args.cache_dir, "omp_threads": args.threads}
     return {"cache_dir": args.cache_dir}
@@ -98,8 +102,16 @@ def run(args: argparse.Namespace) -> int:
             return _fail(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.limit < 0:
         return _fail(f"--limit must be >= 0 (0 = all problems), got {args.limit}")
-    if args.backend == "openai" and not args.base_url:
-        return _fail("--backend openai needs --base-url (e.g. http://127.0.0.1:8000/v1)")
+    try:
+        ray = ray_config(args)
+    except ValueError as exc:
+        return _fail(str(exc))
+    endpoints = ray is not None and ray.endpoints is not None
+    if endpoints and args.backend not in (None, "openai"):
+        return _fail(f"--endpoints are OpenAI-compatible servers: drop --backend {args.backend} (or use openai)")
+    args.backend = args.backend or ("openai" if endpoints else "llama_cpp")
+    if args.backend == "openai" and not args.base_url and not endpoints:
+        return _fail("--backend openai needs --base-url (e.g. http://127.0.0.1:8000/v1) or --ray --endpoints")
     temperature = args.temperature if args.temperature is not None else (0.0 if args.n == 1 else 0.7)
     try:
         sampling = SamplingParams(n=1, temperature=temperature, top_p=args.top_p,
@@ -109,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     problem_ids = tuple(p.strip() for p in args.problem_ids.split(",") if p.strip()) if args.problem_ids else None
     out = Path(args.out) if args.out else Path("runs") / "eval" / f"{args.env}-{_slug(str(args.model or DEFAULT_MODEL))}-T{args.turns}"
 
-    from agents.backends import make_policy
+    from agents.backends import PolicySpec
     from agents.evaluate import evaluate
     from agents.models import ModelIntegrityError, ModelNotInstalledError, UnknownModelError
     from agents.rollout import RolloutConfig
@@ -120,11 +132,13 @@ def run(args: argparse.Namespace) -> int:
             limit=None if (args.limit == 0 or problem_ids) else args.limit,
             n=args.n, sampling=sampling, max_turns=args.turns, seed=args.seed,
             max_live_episodes=args.batch_size or (64 if args.backend in ("openai", "sglang", "vllm") else 8),
-            progress=not args.no_progress,
+            progress=not args.no_progress, ray=ray,
         )
         model = args.model if args.model or args.backend == "openai" else DEFAULT_MODEL
-        policy = make_policy(args.backend, model, **_policy_kwargs(args))
-        if args.backend == "openai":
+        spec = PolicySpec(args.backend, model, _policy_kwargs(args))
+        # with --ray every episode actor builds its own replica (or client) from the recipe
+        policy = spec if ray is not None else spec.build()
+        if ray is None and args.backend == "openai":
             served = policy.list_models()  # fail fast when the server is unreachable
             if policy.model is not None and policy.model not in served:
                 return _fail(f"the server at {args.base_url} does not serve model {policy.model!r}; it serves {served}")

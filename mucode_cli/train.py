@@ -8,6 +8,7 @@ resumes after the last finished stage.
     mucode train mucode --config my.json --run-dir runs/x   # JSON: {"preset": "cpu", "sft": {...}}
     mucode train mucode --config paper --run-dir runs/8b --generator meta-llama/Llama-3.1-8B-Instruct \\
         --accelerate-config deepspeed_zero3 --num-processes 8     # training stages on 8 GPUs
+    mucode train mucode --config cpu --run-dir /shared/runs/x --ray auto --ray-actors 16 --ray-cpus-per-actor 2
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import argparse
 import json
 import sys
 from typing import Any
+
+from mucode_cli.ray_flags import add_ray_arguments, ray_config
 
 __all__ = ["add_parser", "run"]
 
@@ -41,6 +44,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--num-processes", type=int, default=None, help="processes for --accelerate-config")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
+    add_ray_arguments(p, "the rollout and validation stages' episodes (--endpoints serve the base model's rollouts)")
     p.set_defaults(_train_run=_run_mucode)
     return train
 
@@ -64,6 +68,11 @@ def _config_from_args(args: argparse.Namespace):
         overrides["launch"] = LaunchConfig.accelerate(args.accelerate_config, args.num_processes)
     elif args.num_processes is not None:
         raise ValueError("--num-processes needs --accelerate-config")
+    ray = ray_config(args)
+    if ray is not None:
+        overrides["ray"] = ray
+        if ray.endpoints is not None:  # the servers serve the base generator (named as they serve it)
+            overrides["rollout_backend"] = "openai"
     cfg = MuCodeConfig.load(args.config, **overrides)
     if args.no_validation:
         cfg = replace(cfg, validation=replace(cfg.validation, enabled=False))

@@ -12,10 +12,11 @@ import importlib
 import os
 
 from agents.backends.base import BackendError, BackendUnavailableError
+from agents.backends.spec import PolicySpec
 from agents.policy import Policy
 from mucode_env.errors import did_you_mean
 
-__all__ = ["BACKENDS", "BackendError", "BackendUnavailableError", "make_policy"]
+__all__ = ["BACKENDS", "BackendError", "BackendUnavailableError", "PolicySpec", "make_policy"]
 
 BACKENDS: dict[str, tuple[str, str]] = {
     "llama_cpp": ("agents.backends.llama_cpp", "LlamaCppPolicy"),

@@ -89,17 +89,25 @@ class LlamaCppPolicy:
             raise BackendError(f"llama.cpp could not load {self.model_path}: {exc}") from exc
 
     def generate(self, chats: Sequence[Chat], params: SamplingParams,
-                 progress: Callable[[int, int], None] | None = None) -> list[list[Generation]]:
+                 progress: Callable[[int, int], None] | None = None,
+                 seeds: Sequence[int] | None = None) -> list[list[Generation]]:
         """Sample ``params.n`` responses for each chat (see :class:`agents.policy.Policy`);
-        ``progress(generations, tokens)`` is called after each chat (llama.cpp runs one at a time)."""
+        ``progress(generations, tokens)`` is called after each chat (llama.cpp runs one at a time).
+
+        ``seeds``: one seed per chat (the episode engine's per-episode seeds); sample ``j`` of chat
+        ``i`` then depends only on (chat, ``seeds[i]``, j), not on the chat's place in the call.
+        Without it the call's ``params.seed`` and the chat's index seed the samples."""
         chats = validate_chats(chats)
+        if seeds is not None and len(seeds) != len(chats):
+            raise ValueError(f"seeds has {len(seeds)} entries for {len(chats)} chats")
         out = []
         done = tokens = 0
         for i, chat in enumerate(chats):
             # Re-evaluating a cached prefix in different chunks changes logits in the last bits, so
             # the cache is dropped per chat: a chat's samples then depend only on (chat, seed, j).
             self._llm.reset()
-            out.append([self._one(chat, params, sample_seed(params.seed, i, j)) for j in range(params.n)])
+            seed, index = (params.seed, i) if seeds is None else (int(seeds[i]), 0)
+            out.append([self._one(chat, params, sample_seed(seed, index, j)) for j in range(params.n)])
             if progress is not None:
                 done += params.n
                 tokens += sum(g.completion_tokens for g in out[-1])

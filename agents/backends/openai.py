@@ -17,7 +17,7 @@ import asyncio
 import os
 import random
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from agents.backends.base import BackendError, BackendUnavailableError, sample_seed, validate_chats
@@ -105,23 +105,49 @@ class OpenAIPolicy:
         """
         return _run(self._alist_models())
 
-    def generate(self, chats: Sequence[Chat], params: SamplingParams) -> list[list[Generation]]:
-        """Sample ``params.n`` responses per chat concurrently (see :class:`agents.policy.Policy`)."""
-        return _run(self.agenerate(chats, params))
+    def generate(self, chats: Sequence[Chat], params: SamplingParams, seeds: Sequence[int] | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> list[list[Generation]]:
+        """Sample ``params.n`` responses per chat concurrently (see :class:`agents.policy.Policy`).
 
-    async def agenerate(self, chats: Sequence[Chat], params: SamplingParams) -> list[list[Generation]]:
+        ``seeds`` (one per chat, from the episode engine) make chat ``i``'s samples depend only on
+        the chat and ``seeds[i]``, whatever else is in the call; otherwise they derive from
+        ``params.seed`` and the chat's position. ``progress(generations, tokens)`` is called as
+        requests complete.
+        """
+        return _run(self.agenerate(chats, params, seeds, progress))
+
+    async def agenerate(self, chats: Sequence[Chat], params: SamplingParams, seeds: Sequence[int] | None = None,
+                        progress: Callable[[int, int], None] | None = None) -> list[list[Generation]]:
         """The async form of :meth:`generate`, for callers inside an event loop."""
         chats = validate_chats(chats)
+        if seeds is not None and len(seeds) != len(chats):
+            raise ValueError(f"got {len(seeds)} seeds for {len(chats)} chats")
+
+        def seed(i: int, j: int) -> int:
+            return sample_seed(seeds[i], 0, j) if seeds is not None else sample_seed(params.seed, i, j)
+
         async with self._client() as client:
             if self.model is None:
                 self.model = (await self._models(client))[0]
                 self.name = f"openai:{self.model}"
             sem = asyncio.Semaphore(self.max_concurrency)
             if self.n_per_request:
-                requests = [(chat, params.n, sample_seed(params.seed, i, 0)) for i, chat in enumerate(chats)]
+                requests = [(chat, params.n, seed(i, 0)) for i, chat in enumerate(chats)]
             else:
-                requests = [(chat, 1, sample_seed(params.seed, i, j)) for i, chat in enumerate(chats) for j in range(params.n)]
-            tasks = [asyncio.ensure_future(self._complete(client, sem, chat, params, n, seed)) for chat, n, seed in requests]
+                requests = [(chat, 1, seed(i, j)) for i, chat in enumerate(chats) for j in range(params.n)]
+            tasks = [asyncio.ensure_future(self._complete(client, sem, chat, params, n, s)) for chat, n, s in requests]
+            if progress is not None:
+                done = {"generations": 0, "tokens": 0}
+
+                def report(task: asyncio.Future) -> None:
+                    if not task.cancelled() and task.exception() is None:
+                        gens = task.result()
+                        done["generations"] += len(gens)
+                        done["tokens"] += sum(g.completion_tokens for g in gens)
+                        progress(done["generations"], done["tokens"])
+
+                for task in tasks:
+                    task.add_done_callback(report)
             try:
                 flat = [gen for t in tasks for gen in await t]
             finally:

@@ -41,7 +41,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -525,15 +525,17 @@ class VLLMPolicy:
             self.server.stop()
             raise
 
-    def generate(self, chats: Sequence[Chat], params: SamplingParams) -> list[list[Generation]]:
-        """Sample ``params.n`` responses per chat, all chats in flight at once (see :class:`~agents.policy.Policy`).
+    def generate(self, chats: Sequence[Chat], params: SamplingParams, seeds: Sequence[int] | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> list[list[Generation]]:
+        """Sample ``params.n`` responses per chat, all chats in flight at once (see :class:`~agents.policy.Policy`);
+        ``seeds`` and ``progress`` as :meth:`agents.backends.openai.OpenAIPolicy.generate`.
 
         Raises:
             VLLMServerError: the server died (before or during the call), with its log's tail.
         """
         self.server.check()
         try:
-            return self._client.generate(chats, params)
+            return self._client.generate(chats, params, seeds, progress)
         except self._refused:  # a 4xx answer (prompt too long...): the server is fine
             raise
         except BackendError as exc:

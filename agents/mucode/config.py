@@ -10,6 +10,7 @@ from typing import Any
 
 from agents.mucode.expert import ExpertConfig
 from agents.mucode.verifier import VerifierConfig
+from agents.ray_episodes import RayEpisodesConfig
 from agents.training.launch import LaunchConfig
 from agents.training.sft import SFTRunConfig
 
@@ -73,6 +74,11 @@ class MuCodeConfig:
         launch: how the two training stages run: in this process (default) or as a multi-GPU job
             (``LaunchConfig.accelerate("deepspeed_zero3", num_processes=8)``; see
             :mod:`agents.training.launch`).
+        ray: play the rollout and validation episodes on Ray actors
+            (:class:`agents.ray_episodes.RayEpisodesConfig`); each actor builds its replica of the
+            stage's generator (``make_policy(backend, model, **backend_kwargs[backend])``), so the
+            run directory (fine-tuned generators, verifiers) must be on a file system every node
+            sees. ``endpoints`` serve stages whose backend is ``openai`` (the base model).
     """
 
     run_dir: str = "runs/mucode"
@@ -98,8 +104,11 @@ class MuCodeConfig:
     launch: LaunchConfig = field(default_factory=LaunchConfig)
     progress: bool = True
     notes: tuple[str, ...] = ()
+    ray: RayEpisodesConfig | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.ray, dict):
+            object.__setattr__(self, "ray", RayEpisodesConfig.from_dict(self.ray))
         for name, cls in (("rollout", RolloutSettings), ("verifier", VerifierConfig), ("expert", ExpertConfig),
                           ("sft", SFTRunConfig), ("validation", ValidationSettings), ("launch", LaunchConfig)):
             object.__setattr__(self, name, _build(cls, getattr(self, name)))

@@ -35,6 +35,7 @@ from agents.mucode.relabel import relabel
 from agents.mucode.report import format_report, plot_report
 from agents.mucode.run_dir import STAGES, mark_done, stage_done
 from agents.mucode.verifier import VERIFIER_STAGE, Verifier, build_pairs
+from agents.backends.spec import PolicySpec
 from agents.policy import Policy
 from agents.records import Trajectory
 from agents.training.launch import run_stage
@@ -48,15 +49,15 @@ __all__ = ["MuCodeTrainer", "PolicyFactory"]
 
 logger = logging.getLogger(__name__)
 
-# (model path or name, backend) -> Policy. Tests inject scripted policies through this.
-PolicyFactory = Callable[[str, str], Policy]
+# (model path or name, backend) -> Policy (or, for Ray actors, a PolicySpec or a picklable policy).
+# Tests inject scripted policies through this.
+PolicyFactory = Callable[[str, str], "Policy | PolicySpec"]
 
 
-def _default_policy_factory(backend_kwargs: dict[str, Any]) -> PolicyFactory:
-    def make(model: str, backend: str) -> Policy:
-        from agents.backends import make_policy
-
-        return make_policy(backend, model, **backend_kwargs.get(backend, {}))
+def _default_policy_factory(backend_kwargs: dict[str, Any], distributed: bool) -> PolicyFactory:
+    def make(model: str, backend: str) -> Policy | PolicySpec:
+        spec = PolicySpec(backend, model, backend_kwargs.get(backend, {}))
+        return spec if distributed else spec.build()  # with Ray every episode actor builds its own replica
 
     return make
 
@@ -66,13 +67,14 @@ class MuCodeTrainer:
 
     Args:
         config: the run's configuration.
-        policy_factory: ``(model, backend) -> Policy``; default ``agents.backends.make_policy``.
+        policy_factory: ``(model, backend) -> Policy``; default ``agents.backends.make_policy``
+            (with ``config.ray``: the :class:`~agents.backends.spec.PolicySpec` each actor builds).
     """
 
     def __init__(self, config: MuCodeConfig, policy_factory: PolicyFactory | None = None) -> None:
         self.config = config
         self.run_dir = Path(config.run_dir)
-        self.policy_factory = policy_factory or _default_policy_factory(config.backend_kwargs)
+        self.policy_factory = policy_factory or _default_policy_factory(config.backend_kwargs, config.ray is not None)
         self.stages: list[dict[str, Any]] = []
 
     # -- stage bookkeeping ---------------------------------------------------------------------
@@ -144,6 +146,7 @@ class MuCodeTrainer:
             env_kwargs=self._env_kwargs(),
             max_live_episodes=cfg.rollout.max_live_episodes,
             progress=cfg.progress,
+            ray=cfg.ray,
         )
         t0 = time.perf_counter()
         with self._policy(model, backend) as policy:
@@ -236,7 +239,7 @@ class MuCodeTrainer:
                 policy, cfg.env_id,
                 BoNConfig(n=vs.n, selector=vs.selector, max_turns=vs.max_turns, temperature=vs.temperature,
                           max_new_tokens=vs.max_new_tokens, seed=derive_seed(cfg.seed, "validation"),
-                          progress=cfg.progress),
+                          progress=cfg.progress, ray=cfg.ray),
                 verifier=verifier, problem_ids=problem_ids, split=vs.split, **env_kw,
             )
         out = {"stage": "validation", "iteration": it, **res.to_dict()}

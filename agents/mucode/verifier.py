@@ -266,6 +266,13 @@ class Verifier:
             path=path,
         )
 
+    def __reduce__(self):
+        """A verifier travels (to Ray episode actors) as its path and is loaded again there, on
+        that machine's device; one built in memory, without a path, does not travel."""
+        if not self.path:
+            raise TypeError("a Verifier without a path (not loaded with Verifier.load) cannot be pickled")
+        return _load_verifier, (self.path, self.batch_size)
+
     def encode(self, prompt: str, response: str) -> list[int]:
         """Token ids of one input, exactly as TRL's RewardTrainer tokenises a chosen/rejected row.
 
@@ -311,6 +318,10 @@ class Verifier:
         dt = time.perf_counter() - t0
         self.last_score_stats = {"programs": len(encoded), "seconds": dt, "programs_per_s": len(encoded) / dt if dt else 0.0}
         return scores
+
+
+def _load_verifier(path: str, batch_size: int) -> Verifier:
+    return Verifier.load(path, batch_size=batch_size)
 
 
 # ----------------------------------------------------------------------------- training

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from agents.ray_episodes import RayEpisodesConfig
 from baselines.instruct import EvalSetting, paper_settings
 from mucode_env.errors import MuCodeError
 
@@ -87,6 +88,10 @@ class BenchConfig:
         n_bootstrap: resamples of the paired bootstrap.
         backend_kwargs: backend name -> extra ``make_policy`` kwargs.
         progress: tqdm bars.
+        ray: play the evaluation episodes (and, with ``train``, the µCODE/RFT rollout and
+            validation stages) on Ray actors (:class:`agents.ray_episodes.RayEpisodesConfig`):
+            each actor builds its replica of the agent's generator and loads its verifier from
+            the same paths, so they must be on a file system every node sees.
     """
 
     run_dir: str
@@ -117,8 +122,11 @@ class BenchConfig:
     n_bootstrap: int = 2000
     backend_kwargs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     progress: bool = True
+    ray: RayEpisodesConfig | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.ray, Mapping):
+            object.__setattr__(self, "ray", RayEpisodesConfig.from_dict(self.ray))
         for name in ("env_ids", "agents"):
             value = getattr(self, name)
             if isinstance(value, str):

@@ -66,7 +66,7 @@ def _train_agent(name: str, config: BenchConfig, out_dir: Path) -> str:
         return str(out_dir)
     common = dict(run_dir=str(out_dir), env_id=env_id, data_dir=config.data_dir, generator=config.base_model,
                   rollout_backend=config.base_backend, finetuned_backend=config.finetuned_backend, seed=config.seed,
-                  backend_kwargs=dict(config.backend_kwargs), progress=config.progress)
+                  backend_kwargs=dict(config.backend_kwargs), progress=config.progress, ray=config.ray)
     if name in ("rft", "rft_lv"):
         from baselines.rft import RFTConfig, RFTTrainer
 
@@ -138,10 +138,12 @@ class _DefaultEvaluator:
         from baselines.instruct import evaluate_setting
 
         if self._policy_key != (spec.model, spec.backend):
-            from agents.backends import make_policy
+            from agents.backends import PolicySpec
 
             self._policy = None
-            self._policy = make_policy(spec.backend, spec.model, **config.backend_kwargs.get(spec.backend, {}))
+            recipe = PolicySpec(spec.backend, spec.model, config.backend_kwargs.get(spec.backend, {}))
+            # with Ray every episode actor builds its own replica from the recipe
+            self._policy = recipe if config.ray is not None else recipe.build()
             self._policy_key = (spec.model, spec.backend)
         verifier = None
         if setting.needs_verifier and spec.verifier:
@@ -158,7 +160,8 @@ class _DefaultEvaluator:
         res = evaluate_setting(self._policy, env_id, setting, verifier=verifier,
                                problem_ids=self.problem_ids(env_id, config), temperature=config.temperature,
                                max_new_tokens=config.max_new_tokens, repeats=config.repeats, seed=config.seed,
-                               policy_name=f"{spec.name}:{spec.model}", progress=config.progress, **env_kwargs)
+                               policy_name=f"{spec.name}:{spec.model}", progress=config.progress, ray=config.ray,
+                               **env_kwargs)
         return {"per_problem": dict(res.per_problem), "accuracy_by_turn": list(res.accuracy_by_turn),
                 "selector_used": res.config.get("selector", setting.selector), "stats": dict(res.stats)}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from agents.backends import make_policy
-from agents.backends.base import BackendError
+from agents.backends.base import BackendError, sample_seed
 from agents.policy import Generation, Policy, SamplingParams
 
 CHAT = [{"role": "user", "content": "Write a Python function that adds two numbers."}]
@@ -30,6 +30,20 @@ def test_seed_makes_sampling_reproducible(smollm2_llama):
     first = smollm2_llama.generate([CHAT], params)
     second = smollm2_llama.generate([CHAT], params)
     assert [g.text for g in first[0]] == [g.text for g in second[0]]
+
+
+def test_per_chat_seeds_make_a_chats_samples_independent_of_the_call(smollm2_llama):
+    other = [{"role": "user", "content": "Write a Python function that reverses a list."}]
+    params = SamplingParams(n=2, temperature=1.0, max_new_tokens=6, seed=7)
+    together = smollm2_llama.generate([other, CHAT], params, seeds=[11, 12])
+    alone = smollm2_llama.generate([CHAT], SamplingParams(n=2, temperature=1.0, max_new_tokens=6, seed=99), seeds=[12])
+    assert [g.text for g in together[1]] == [g.text for g in alone[0]]  # neither its place nor params.seed counts
+    assert [g.extra["seed"] for g in alone[0]] == [sample_seed(12, 0, 0), sample_seed(12, 0, 1)]
+    # without seeds the chat's place in the call seeds it, as before
+    placed = smollm2_llama.generate([other, CHAT], params)
+    assert [g.extra["seed"] for g in placed[1]] == [sample_seed(7, 1, 0), sample_seed(7, 1, 1)]
+    with pytest.raises(ValueError, match="seeds"):
+        smollm2_llama.generate([CHAT], params, seeds=[1, 2])
 
 
 def test_length_finish_reason_and_stop_strings(smollm2_llama):

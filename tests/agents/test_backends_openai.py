@@ -81,6 +81,19 @@ def test_concurrent_samples_have_token_counts_and_finish_reasons(server):
     assert out[0][0].prompt_tokens != out[1][0].prompt_tokens
 
 
+def test_per_chat_seeds_make_samples_independent_of_the_batch(server):
+    policy = make_policy("openai", "smollm2", base_url=f"{server}/v1", max_concurrency=4)
+    other = [{"role": "user", "content": "Say hi"}]
+    params = SamplingParams(n=2, temperature=1.0, max_new_tokens=6, seed=0)
+    seen = []
+    alone = policy.generate([CHAT], params, seeds=[11], progress=lambda g, t: seen.append(g))
+    batched = policy.generate([other, CHAT], params, seeds=[5, 11])
+    assert [g.text for g in alone[0]] == [g.text for g in batched[1]]  # CHAT with seed 11, wherever it sits
+    assert seen[-1] == 2  # both samples reported as they arrived
+    with pytest.raises(ValueError, match="seeds"):
+        policy.generate([CHAT], params, seeds=[1, 2])
+
+
 def test_refusal_fails_at_once_with_the_servers_message(server):
     policy = OpenAIPolicy(server, "smollm2", max_retries=3, backoff_s=5.0)
     started = time.monotonic()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agents.episodes import EpisodeSpec, EpisodeStats, derive_seed, play_episodes
+from agents.episodes import EpisodeSpec, EpisodeStats, accepts_seeds, derive_seed, episode_seed, play_episodes
 from agents.policy import Generation, SamplingParams
 from mucode_env import MuCodeEnv
 
@@ -103,3 +103,56 @@ def test_progress_within_a_turn_reaches_the_bar(factory, capsys):
                   sampling=lambda c: SamplingParams(), progress=True)
     err = capsys.readouterr().err
     assert "2/2 generations" in err and "6 tokens" in err
+
+
+class RecordsSeeds(FixOnSecondTurn):
+    """Takes the engine's per-episode ``seeds`` keyword and records it."""
+
+    def generate(self, chats, params, episodes=None, seeds=None):
+        self.calls.append({"episodes": episodes, "seeds": seeds})
+        return super().generate(chats, params)
+
+
+def test_a_policy_that_takes_seeds_gets_one_per_episode_and_turn(factory):
+    policy = RecordsSeeds()
+    specs = [EpisodeSpec("Toy/inc", 0), EpisodeSpec("Toy/dbl", 3)]
+    play_episodes(policy, factory, specs, sampling=lambda c: SamplingParams(), seed=5, episode_ids=[7, 9])
+    mine = [c for c in policy.calls if "seeds" in c]
+    seeds = [c["seeds"] for c in mine]
+    assert seeds == [[episode_seed(5, "Toy/inc", 0, 0), episode_seed(5, "Toy/dbl", 3, 0)],
+                     [episode_seed(5, "Toy/inc", 0, 1), episode_seed(5, "Toy/dbl", 3, 1)]]
+    assert episode_seed(5, "Toy/inc", 0, 0) == derive_seed(5, "Toy/inc", 0, 0) != episode_seed(6, "Toy/inc", 0, 0)
+    assert [c["episodes"] for c in mine] == [[7, 9], [7, 9]]
+    assert not accepts_seeds(FixOnSecondTurn()) and accepts_seeds(policy)
+    with pytest.raises(ValueError, match="episode_ids"):
+        play_episodes(policy, factory, specs, sampling=lambda c: SamplingParams(), episode_ids=[1])
+
+
+def test_episode_ids_reach_selectors_and_turn_hooks(factory):
+    seen, turns = [], []
+    play_episodes(FixOnSecondTurn(), factory, [EpisodeSpec("Toy/inc"), EpisodeSpec("Toy/dbl")], n=2,
+                  select=lambda c: seen.append(c.episode) or 0, on_turn=lambda o: turns.append(o.episode),
+                  sampling=lambda c: SamplingParams(temperature=0.7), episode_ids=[40, 41])
+    assert seen == [40, 41, 40, 41] and turns == [40, 41, 40, 41]
+
+
+def test_seeded_episodes_give_the_same_trajectories_however_they_are_batched(toy_problems, sandbox):
+    from agents.scripted import SeededScriptedPolicy
+    from mucode_env import MuCodeEnv
+
+    def factory():
+        return MuCodeEnv(problems=toy_problems, sandbox=sandbox, max_turns=3)
+
+    policy = SeededScriptedPolicy(toy_problems)
+    specs = [EpisodeSpec(p.id, j) for p in toy_problems for j in range(4)]
+    kwargs = dict(sampling=lambda call: SamplingParams(temperature=0.7, seed=derive_seed(1, call)), seed=1)
+    whole = play_episodes(policy, factory, specs, **kwargs)
+    one_by_one = play_episodes(policy, factory, specs, max_live=1, **kwargs)
+    parts = [t for i in range(0, len(specs), 5)
+             for t in play_episodes(policy, factory, specs[i:i + 5], episode_ids=range(i, min(i + 5, len(specs))),
+                                    max_live=2, **kwargs)]
+    assert whole == one_by_one == parts
+    assert {len(t.turns) for t in whole} != {1} and any(t.success for t in whole)  # failures and fixes happen
+    # a policy that takes no seeds is batch-dependent: the call's seed and the chat's place count
+    other = play_episodes(policy, factory, specs, seed=2, sampling=kwargs["sampling"])
+    assert [[u.response for u in t.turns] for t in other] != [[u.response for u in t.turns] for t in whole]

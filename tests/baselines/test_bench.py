@@ -181,3 +181,27 @@ def test_default_evaluator_runs_the_shared_bon_engine_on_real_problems(tmp_path,
     assert [c["accuracy"] for c in out["cells"]] == [1.0, 1.0, 1.0]
     assert all(set(c["per_problem"]) == {p.id for p in problems} for c in out["cells"])
     assert out["cells"][-1]["selector_used"] == "pt"  # no verifier given
+
+
+def test_with_ray_cells_are_played_on_actors_from_a_policy_recipe(tmp_path, monkeypatch):
+    import baselines.instruct
+    from agents.backends import PolicySpec
+    from agents.ray_episodes import RayEpisodesConfig
+
+    seen = []
+
+    def fake_evaluate_setting(policy, env_id, setting, **kw):
+        seen.append((policy, kw["ray"]))
+        from agents.bon import BoNResult
+
+        return BoNResult([], {"MBPP/11": 1.0}, [1.0] * setting.max_turns, config={"selector": setting.selector})
+
+    monkeypatch.setattr(baselines.instruct, "evaluate_setting", fake_evaluate_setting)
+    ray = RayEpisodesConfig(n_actors=2)
+    cfg = BenchConfig(run_dir=str(tmp_path / "b"), agents=("instruct",), max_turns=2, bon_n=2, progress=False,
+                      n_bootstrap=200, ray={"n_actors": 2}, backend_kwargs={"llama_cpp": {"n_ctx": 2048}})
+    assert cfg.ray == ray
+    run_bench(cfg)
+    recipe = PolicySpec("llama_cpp", "qwen2.5-coder-0.5b", {"n_ctx": 2048})
+    assert seen == [(recipe, ray)] * 3  # no engine built here: every actor builds its own
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["ray"]["n_actors"] == 2

@@ -24,3 +24,21 @@ def test_config_validation_and_cli(tmp_path):
     assert cfg.ablations and not cfg.selectors
     bad = parser.parse_args(["bench", "--run-dir", str(tmp_path / "b"), "--agents", "nope"])
     assert cli_bench.run(bad) == 2
+
+
+def test_ray_flags_become_the_bench_ray_config(tmp_path, capsys):
+    from agents.ray_episodes import RayEpisodesConfig
+
+    parser = argparse.ArgumentParser()
+    cli_bench.add_parser(parser.add_subparsers(dest="command"))
+    base = ["bench", "--run-dir", str(tmp_path / "b"), "--agents", "instruct"]
+    assert cli_bench._config(parser.parse_args(base), {}).ray is None
+    cfg = cli_bench._config(parser.parse_args([*base, "--ray", "ray://head:10001", "--ray-actors", "3",
+                                               "--ray-chunk-size", "2"]), {})
+    assert cfg.ray == RayEpisodesConfig(address="ray://head:10001", n_actors=3, chunk_size=2)
+    assert cfg.base_backend == "llama_cpp"
+    served = cli_bench._config(parser.parse_args([*base, "--ray", "--endpoints", "http://g:8000/v1"]), {})
+    assert served.base_backend == "openai" and served.ray.endpoints == ("http://g:8000/v1",)
+    assert served.ray.chunk_size == 16 and served.ray.n_actors == 1
+    bad = parser.parse_args([*base, "--ray", "--endpoints", "http://g:8000/v1", "--backend", "llama_cpp"])
+    assert cli_bench.run(bad) == 2 and "drop --backend" in " ".join(capsys.readouterr().out.split())

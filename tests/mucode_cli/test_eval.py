@@ -23,8 +23,13 @@ ENV = "MuCode-HumanEval-v0"
         (["--turns", "0"], "--turns must be >= 1"),
         (["--temperature", "-1"], "temperature must be >= 0"),
         (["--problem-ids", "HumanEval/99999"], "unknown problem id"),
+        (["--ray-actors", "2"], "--ray-actors need --ray"),
+        (["--ray", "--endpoints", "localhost:8000"], "endpoints must be"),
+        (["--ray", "--ray-actors", "0"], "--ray-actors must be >= 1"),
+        (["--ray", "--endpoints", "http://a:8000/v1", "--backend", "llama_cpp"], "drop --backend llama_cpp"),
     ],
-    ids=["env-typo", "model-typo", "no-url", "unreachable", "turns", "temperature", "problem-id"],
+    ids=["env-typo", "model-typo", "no-url", "unreachable", "turns", "temperature", "problem-id", "ray-flag-alone",
+         "bad-endpoint", "no-actors", "endpoints-backend"],
 )
 def test_cli_bad_input_fails_fast_with_one_line(argv, message, tmp_path, capsys):
     code = main(["eval", "--out", str(tmp_path / "out"), "--no-progress", *argv])
@@ -88,3 +93,31 @@ def test_real_eval_with_the_default_model_matches_its_trajectories(tmp_path, cap
         assert f"{round(correct)}/3" in table
     assert all(turn.completion_tokens > 0 for tr in trajs for turn in tr.turns)
     assert all(tr.turns[-1].public_passed or len(tr.turns) == 2 for tr in trajs)
+
+
+def test_cli_ray_flags_send_a_policy_recipe_and_the_layout(tmp_path, monkeypatch, capsys):
+    import agents.evaluate
+    from agents.backends import PolicySpec
+    from agents.ray_episodes import RayEpisodesConfig
+
+    seen = {}
+
+    class Report:
+        def table(self):
+            return "report"
+
+    def fake_evaluate(policy, config, out_dir):
+        seen.update(policy=policy, config=config, out=out_dir)
+        return Report()
+
+    monkeypatch.setattr(agents.evaluate, "evaluate", fake_evaluate)
+    code = main(["eval", "--env", ENV, "--model", "served", "--limit", "3", "--out", str(tmp_path / "o"),
+                 "--no-progress", "--ray", "10.0.0.1:6379", "--ray-actors", "3", "--ray-cpus-per-actor", "2",
+                 "--endpoints", "http://a:8000/v1,http://b:8000/v1"])
+    assert code == 0, capsys.readouterr().err
+    assert seen["policy"] == PolicySpec("openai", "served", {})  # each actor binds it to its server
+    assert seen["config"].ray == RayEpisodesConfig(address="10.0.0.1:6379", n_actors=3, cpus_per_actor=2,
+                                                   endpoints=("http://a:8000/v1", "http://b:8000/v1"), chunk_size=16)
+    code = main(["eval", "--env", ENV, "--limit", "3", "--out", str(tmp_path / "p"), "--no-progress", "--ray"])
+    assert code == 0 and seen["config"].ray == RayEpisodesConfig()
+    assert seen["policy"].backend == "llama_cpp" and "n_threads" not in seen["policy"].kwargs  # the actor's CPUs

@@ -154,3 +154,13 @@ def test_finetuned_generator_rolls_out_through_llama_cpp(tmp_path):
     (gen,) = policy.generate([[{"role": "user", "content": "def add(a, b):"}]],
                              SamplingParams(n=1, temperature=0.0, max_new_tokens=4))[0]
     assert gen.prompt_tokens > 0 and gen.completion_tokens >= 1
+
+
+def test_with_ray_the_default_factory_sends_a_recipe_not_an_engine():
+    from agents.backends import PolicySpec
+    from agents.mucode.trainer import _default_policy_factory
+
+    kwargs = {"llama_cpp": {"n_ctx": 1024}}
+    make = _default_policy_factory(kwargs, distributed=True)
+    assert make("qwen2.5-coder-0.5b", "llama_cpp") == PolicySpec("llama_cpp", "qwen2.5-coder-0.5b", {"n_ctx": 1024})
+    assert make("runs/x/iter1/generator", "transformers") == PolicySpec("transformers", "runs/x/iter1/generator")

@@ -94,7 +94,15 @@ def test_untrainable_data_saves_an_untrained_scorer(tiny_model_dir, tmp_path):
     data = [traj("A", turn("bad", False))]
     path = train_verifier(data, tiny_model_dir, VerifierConfig(**FAST), tmp_path / "v")
     assert read_train_stats(path)["trained"] is False
-    assert len(Verifier.load(path).score(["x"], ["y"])) == 1
+    v = Verifier.load(path, batch_size=5)
+    assert len(v.score(["x"], ["y"])) == 1
+    # it travels (to Ray actors) as its path and is loaded there: same scores, same batch size
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(v.score))
+    assert copy(["x", "z"], ["y", "w"]) == v.score(["x", "z"], ["y", "w"]) and copy.__self__.batch_size == 5
+    with pytest.raises(TypeError, match="path"):
+        pickle.dumps(Verifier(v.model, v.tokenizer))
 
 
 def test_config_validation():

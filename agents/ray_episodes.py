@@ -1,0 +1,537 @@
+"""Episodes spread over Ray actors: rollouts, evaluation and Best-of-N on a cluster.
+
+What runs where:
+
+- the driver (this process) selects the problems, splits the pending episodes into small chunks,
+  hands them out (at most ``chunks_per_actor`` per actor) and receives each chunk's trajectories
+  as it completes; :func:`agents.rollout.run_rollouts` writes them through its shard writer, so a
+  driver killed mid-run resumes from its shards;
+- ``n_actors`` episode actors, spread over the nodes, each with ``cpus_per_actor`` CPUs (and
+  ``gpus_per_actor`` GPUs): each builds its policy replica once (a
+  :class:`~agents.backends.spec.PolicySpec` built there, or a copy of a picklable policy; with
+  ``endpoints`` an OpenAI-compatible client bound to one server, so an episode keeps its server
+  across turns and the server's prefix cache is reused) and its own sandbox (a local pool on its
+  node, or a :class:`~mucode_env.sandbox.RaySandbox` whose actors run on other nodes), and plays
+  its chunks with the one episode engine (:func:`agents.episodes.play_episodes`).
+
+Results do not depend on the spread: the engine gives a policy that takes ``seeds`` one seed per
+episode and turn (:func:`agents.episodes.episode_seed`), and every chunk keeps its episodes'
+indices in the whole run (what Best-of-N's seeded picks use). An actor or node that dies has its
+chunks played again elsewhere and is replaced; only the answer that arrives counts, and every
+episode is delivered once.
+
+Ray is optional (``pip install 'mucode[ray]'``) and imported only when a runner starts. Every
+node needs mucode installed (and bubblewrap for the jail tier); model paths must exist on every
+node that builds a replica.
+
+>>> config = RayEpisodesConfig(address="auto", n_actors=8, cpus_per_actor=4)  # doctest: +SKIP
+>>> spec = PolicySpec("llama_cpp", "qwen2.5-coder-0.5b")
+>>> run_rollouts(spec, replace(rollout_config, ray=config), "runs/r")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import os
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from agents.backends.spec import PolicySpec
+from agents.episodes import EpisodeSpec, EpisodeStats, accepts_seeds, play_episodes
+from agents.policy import Policy
+from agents.records import Trajectory
+from mucode_env.errors import MuCodeError
+from mucode_env.sandbox import RaySandboxConfig, SandboxConfig, SandboxLimits
+
+__all__ = ["INSTALL_HINT", "RayEpisodes", "RayEpisodesConfig", "RayEpisodesError"]
+
+INSTALL_HINT = "distributed episodes need Ray: pip install 'mucode[ray]'"
+_RESERVED_OPTIONS = ("num_cpus", "num_gpus", "max_concurrency", "max_restarts", "max_task_retries")
+
+
+class RayEpisodesError(MuCodeError):
+    """Episode actors could not be placed or started, or kept dying."""
+
+
+def _sandbox_config(value: Any) -> SandboxConfig | RaySandboxConfig | None:
+    """A sandbox setting from a config file: a dict is a local pool's :class:`SandboxConfig`."""
+    if value is None or isinstance(value, (SandboxConfig, RaySandboxConfig)):
+        return value
+    if isinstance(value, Mapping):
+        d = dict(value)
+        if isinstance(d.get("default_limits"), Mapping):
+            d["default_limits"] = SandboxLimits(**d["default_limits"])
+        if "preload" in d:
+            d["preload"] = tuple(d["preload"])
+        return SandboxConfig(**d)
+    raise ValueError(f"sandbox must be a SandboxConfig, a RaySandboxConfig or None, got {type(value).__name__}")
+
+
+@dataclass(frozen=True)
+class RayEpisodesConfig:
+    """Where episodes are played (the policy itself is given to the runner).
+
+    Attributes:
+        address: the Ray cluster to join when this process has no Ray session yet ("auto", a GCS
+            address "host:6379", "ray://host:10001"); None: ``RAY_ADDRESS``, else a cluster
+            started on this machine, else a new local one. A session already open is kept.
+        n_actors: episode actors, spread over the nodes.
+        cpus_per_actor: CPUs Ray reserves for each actor: its sandbox gets one worker per CPU and a
+            llama.cpp replica as many threads (unless its kwargs set ``n_threads``).
+        gpus_per_actor: GPUs reserved for each actor (a GPU model replica per actor).
+        endpoints: OpenAI-compatible servers (vLLM, SGLang...), base URLs; actor k is bound to
+            ``endpoints[k % len(endpoints)]`` (an ``openai`` :class:`PolicySpec` gets it as
+            ``base_url``; other policies ignore it), so an episode keeps one server.
+        sandbox: each actor's sandbox: a :class:`SandboxConfig` (a local pool on the actor's
+            node; None: the default with ``cpus_per_actor`` workers) or a
+            :class:`RaySandboxConfig` (the actor's programs run on sandbox actors elsewhere).
+        chunk_size: episodes handed to an actor at once; what a killed driver or actor loses at
+            most per chunk in flight, and the width of the actor's generate calls.
+        chunks_per_actor: chunks sent to one actor and not yet answered (one playing, the rest
+            queued so the actor never waits for the driver).
+        max_actor_failures: actor deaths in a row (no chunk answered in between) before giving up.
+        start_timeout_s: how long actors may take to be placed and build their policy and sandbox.
+        ray_options: extra ``ActorClass.options(...)``, e.g. ``{"resources": {"gpu_node": 1}}``
+            or ``{"runtime_env": {...}}``.
+    """
+
+    address: str | None = None
+    n_actors: int = 1
+    cpus_per_actor: int = 1
+    gpus_per_actor: float = 0.0
+    endpoints: tuple[str, ...] | None = None
+    sandbox: SandboxConfig | RaySandboxConfig | None = None
+    chunk_size: int = 4
+    chunks_per_actor: int = 2
+    max_actor_failures: int = 8
+    start_timeout_s: float = 600.0
+    ray_options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("n_actors", "cpus_per_actor", "chunk_size", "chunks_per_actor", "max_actor_failures"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not isinstance(self.gpus_per_actor, (int, float)) or self.gpus_per_actor < 0:
+            raise ValueError(f"gpus_per_actor must be a number >= 0, got {self.gpus_per_actor!r}")
+        if not self.start_timeout_s > 0:
+            raise ValueError(f"start_timeout_s must be a positive number of seconds, got {self.start_timeout_s!r}")
+        endpoints = self.endpoints
+        if isinstance(endpoints, str):
+            endpoints = [e.strip() for e in endpoints.split(",") if e.strip()]
+        if endpoints is not None:
+            endpoints = tuple(endpoints)
+            bad = [e for e in endpoints if not str(e).startswith(("http://", "https://"))]
+            if not endpoints or bad:
+                raise ValueError(f"endpoints must be a non-empty list of http(s):// base URLs, got {self.endpoints!r}")
+        object.__setattr__(self, "endpoints", endpoints)
+        object.__setattr__(self, "sandbox", _sandbox_config(self.sandbox))
+        reserved = sorted(set(_RESERVED_OPTIONS) & set(self.ray_options))
+        if reserved:
+            raise ValueError(f"ray_options must not set {reserved}: use cpus_per_actor and gpus_per_actor "
+                             "(restarts and concurrency are handled by RayEpisodes)")
+        object.__setattr__(self, "ray_options", dict(self.ray_options))
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "RayEpisodesConfig":
+        """Read the dict ``asdict`` wrote (a config file); unknown keys are an error."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown RayEpisodesConfig keys {unknown}; allowed: {sorted(known)}")
+        return cls(**d)
+
+    def endpoint(self, k: int) -> str | None:
+        """The server of actor slot ``k`` (None without endpoints)."""
+        return self.endpoints[k % len(self.endpoints)] if self.endpoints else None
+
+    @property
+    def sandbox_for_actor(self) -> SandboxConfig | RaySandboxConfig:
+        if self.sandbox is None:
+            return SandboxConfig(n_workers=self.cpus_per_actor)
+        return self.sandbox
+
+
+# ---- the actor ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Task:
+    """What one ``play`` call needs besides its episodes: put in the object store once per call."""
+
+    env_id: str
+    env_kwargs: dict[str, Any]
+    play_kwargs: dict[str, Any]
+
+
+def _build_policy(policy: Policy | PolicySpec, endpoint: str | None, cpus: int) -> Policy:
+    if not isinstance(policy, PolicySpec):
+        return policy  # a copy of a picklable policy object
+    overrides: dict[str, Any] = {}
+    if endpoint is not None and policy.backend == "openai":
+        overrides["base_url"] = endpoint
+    if policy.backend == "llama_cpp" and "n_threads" not in policy.kwargs:
+        overrides["n_threads"] = cpus  # the CPUs Ray gave this actor, not half the node
+    return policy.build(**overrides)
+
+
+class EpisodeActor:
+    """The body of one Ray actor: a policy replica and a sandbox, playing chunks of episodes."""
+
+    def __init__(self, policy: Policy | PolicySpec, sandbox: SandboxConfig | RaySandboxConfig,
+                 endpoint: str | None, cpus: int) -> None:
+        from mucode_env.sandbox import RaySandbox, Sandbox
+
+        self.endpoint = endpoint
+        self.policy = _build_policy(policy, endpoint, cpus)
+        self.sandbox = RaySandbox(sandbox) if isinstance(sandbox, RaySandboxConfig) else Sandbox(sandbox)
+        self._task_id: str | None = None
+        self._task: _Task | None = None
+
+    def describe(self) -> dict[str, Any]:
+        """Where the actor runs and what it built: answered once policy and sandbox are ready."""
+        import ray
+
+        return {"node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
+                "tier": getattr(self.sandbox, "tier", "ray"), "endpoint": self.endpoint,
+                "policy_name": str(getattr(self.policy, "name", type(self.policy).__name__)),
+                "accepts_seeds": accepts_seeds(self.policy)}
+
+    def play(self, task_box: list[Any], specs: list[EpisodeSpec],
+             ids: list[int]) -> tuple[list[Trajectory], EpisodeStats]:
+        """Play ``specs`` (episode indices ``ids`` in the run) with the task in ``task_box[0]``
+        (an object reference, boxed so Ray does not fetch it again for every chunk)."""
+        import gymnasium as gym
+        import ray
+
+        import mucode_env  # noqa: F401  (registers the environments in this process)
+
+        (ref,) = task_box
+        if ref.hex() != self._task_id:
+            self._task, self._task_id = ray.get(ref), ref.hex()
+        task = self._task
+        env_kwargs = {**task.env_kwargs, "sandbox": self.sandbox}
+        stats = EpisodeStats()
+        trajs = play_episodes(self.policy, lambda: gym.make(task.env_id, disable_env_checker=True, **env_kwargs),
+                              specs, episode_ids=ids, stats=stats, progress=False, **task.play_kwargs)
+        return trajs, stats
+
+    def close(self) -> None:
+        self.sandbox.close()
+
+
+@functools.cache
+def _remote_actor_class() -> Any:
+    import ray
+
+    return ray.remote(EpisodeActor)
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError as exc:
+        raise ImportError(INSTALL_HINT) from exc
+    return ray
+
+
+# ---- the driver -----------------------------------------------------------------------------------
+class _Slot:
+    """One actor slot (its index fixes its endpoint) and the chunks it holds."""
+
+    def __init__(self, index: int, handle: Any, describe_ref: Any) -> None:
+        self.index = index
+        self.handle = handle
+        self.describe_ref = describe_ref
+        self.info: dict[str, Any] | None = None
+        self.in_flight = 0
+
+    @property
+    def ready(self) -> bool:
+        return self.info is not None
+
+
+class RayEpisodes:
+    """Plays episodes on Ray actors, each with a replica of one policy (see the module docstring).
+
+    Args:
+        config: the layout.
+        policy: a :class:`PolicySpec` (each actor builds it) or a picklable policy object (each
+            actor gets a copy, e.g. a scripted policy).
+
+    The actors start (policy and sandbox built) before the constructor returns; :meth:`play`
+    can be called many times (Best-of-N repeats); :meth:`close` (or ``with``) ends them. The
+    Ray session stays open.
+
+    Raises:
+        ImportError: Ray is not installed.
+        RayEpisodesError: the actors could not be placed or started within ``start_timeout_s``.
+    """
+
+    def __init__(self, config: RayEpisodesConfig, policy: Policy | PolicySpec) -> None:
+        self.config = config
+        self._closed = True
+        ray = _import_ray()
+        if not ray.is_initialized():
+            ray.init(address=config.address)
+        self._ray = ray
+        self._died = (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError, ray.exceptions.NodeDiedError,
+                      ray.exceptions.WorkerCrashedError)
+        try:
+            self._policy_ref = ray.put(policy)
+        except Exception as exc:  # an engine in memory does not pickle: its recipe does
+            raise ValueError(f"the policy {type(policy).__name__} cannot be sent to Ray actors ({exc}); pass an "
+                             "agents.backends.PolicySpec (backend, model, kwargs) instead") from exc
+        self._closed = False
+        self._slots: list[_Slot] = []
+        self._failures_in_a_row = 0
+        self.stats = {"chunks": 0, "resubmitted_chunks": 0, "actor_failures": 0, "actors_started": 0}
+        try:
+            self._slots = [self._spawn(k) for k in range(config.n_actors)]
+            self._wait_until_started()
+        except BaseException:
+            self.close()
+            raise
+        self.policy_name = self._slots[0].info["policy_name"]  # type: ignore[index]
+        if not all(slot.info["accepts_seeds"] for slot in self._slots):  # type: ignore[index]
+            warnings.warn(f"policy {self.policy_name} takes no per-episode seeds: its samples depend on which "
+                          "episodes share a generate call, so results change with the number of actors and "
+                          "chunk_size", RuntimeWarning, stacklevel=2)
+
+    def __enter__(self) -> "RayEpisodes":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # ---- public API ------------------------------------------------------------------------------
+    @property
+    def actors(self) -> list[Any]:
+        """The live actor handles (for inspection; dead ones are replaced by the runner)."""
+        return [slot.handle for slot in self._slots]
+
+    def actor_info(self) -> list[dict[str, Any]]:
+        """Node id, pid, sandbox tier, endpoint and policy name of each started actor."""
+        return [dict(slot.info) for slot in self._slots if slot.info is not None]
+
+    def play(
+        self,
+        env_id: str,
+        env_kwargs: Mapping[str, Any],
+        specs: Sequence[EpisodeSpec],
+        /,
+        *,
+        on_done: Callable[[Trajectory], None] | None = None,
+        on_round: Callable[[EpisodeStats], None] | None = None,
+        stats: EpisodeStats | None = None,
+        policy_name: str | None = None,
+        progress: bool = False,
+        progress_total: int | None = None,
+        progress_desc: str = "episodes",
+        **play_kwargs: Any,
+    ) -> list[Trajectory]:
+        """Play one episode per spec on the actors; returns the trajectories in spec order.
+
+        Args:
+            env_id, env_kwargs: what ``gym.make`` builds in each actor (``sandbox`` is the actor's
+                own and must not be given).
+            specs: the episodes.
+            on_done: called here for each finished trajectory, as its chunk arrives (once each).
+            on_round: called here after every wake-up (at least once a second while playing).
+            stats: receives the actors' counters (their busy seconds summed, so ``tokens_per_s``
+                is per replica); ``wall_s`` is this call's wall time (``episodes_per_min`` is the
+                whole cluster's).
+            policy_name: recorded in every trajectory (default: the first actor's policy name).
+            progress, progress_total, progress_desc: a progress bar of finished episodes.
+            play_kwargs: :func:`agents.episodes.play_episodes` arguments (``sampling``, ``n``,
+                ``select``, ``score_fn``, ``max_live``, ``env_id``, ``seed``,
+                ``sampling_record``), sent to the actors (they must pickle).
+
+        Raises:
+            RayEpisodesError: actors kept dying or could not be placed.
+            Any error an episode raised in an actor (a bad policy answer, a SandboxError).
+        """
+        if self._closed:
+            raise RayEpisodesError("this RayEpisodes is closed")
+        if "sandbox" in env_kwargs:
+            raise ValueError("env_kwargs must not set 'sandbox': each episode actor uses its own "
+                             "(RayEpisodesConfig.sandbox)")
+        for key in ("on_turn", "episode_ids", "progress"):
+            if key in play_kwargs:
+                raise ValueError(f"play does not take {key!r} (it runs in the actors)")
+        ray = self._ray
+        stats = stats if stats is not None else EpisodeStats()
+        start = time.perf_counter()
+        play_kwargs = {**play_kwargs, "env_id": play_kwargs.get("env_id", env_id),
+                       "policy_name": self.policy_name if policy_name is None else policy_name}
+        task_ref = ray.put(_Task(env_id, dict(env_kwargs), play_kwargs))
+        size = self.config.chunk_size
+        chunks = [list(range(i, min(i + size, len(specs)))) for i in range(0, len(specs), size)]
+        queue: collections.deque[int] = collections.deque(range(len(chunks)))
+        in_flight: dict[Any, tuple[_Slot, int]] = {}
+        done: list[Trajectory | None] = [None] * len(specs)
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            total = progress_total if progress_total is not None else len(specs)
+            bar = tqdm(total=total, initial=total - len(specs), desc=progress_desc, unit="ep")
+        self._failures_in_a_row = 0
+        stalled_since = time.monotonic()
+        try:
+            while queue or in_flight:
+                self._dispatch(task_ref, specs, chunks, queue, in_flight)
+                starting = {slot.describe_ref: slot for slot in self._slots if slot.describe_ref is not None}
+                if in_flight or any(slot.ready for slot in self._slots):
+                    stalled_since = time.monotonic()
+                elif time.monotonic() - stalled_since > self.config.start_timeout_s:
+                    raise RayEpisodesError(self._unplaced_message(len(starting)))
+                waiting = [*in_flight, *starting]
+                if not waiting:  # nothing to wait for (cannot happen while every slot is started or starting)
+                    raise RayEpisodesError("no episode actor is started or starting; chunks are left over")
+                ready, rest = ray.wait(waiting, num_returns=1, timeout=1.0)
+                if ready and rest:  # take every answer already there, not one per wake-up
+                    ready += ray.wait(rest, num_returns=len(rest), timeout=0)[0]
+                for ref in ready:
+                    if ref in starting and starting[ref] in self._slots:
+                        self._collect_start(starting[ref], queue, in_flight)
+                    elif ref in in_flight:  # not handed back by an actor failure met earlier in this round
+                        for traj_index, traj in self._collect(ref, chunks, queue, in_flight, stats):
+                            if done[traj_index] is None:  # every episode is delivered once
+                                done[traj_index] = traj
+                                if bar is not None:
+                                    bar.update(1)
+                                if on_done is not None:
+                                    on_done(traj)
+                if on_round is not None:
+                    on_round(stats)
+        finally:
+            if bar is not None:
+                bar.close()
+            stats.wall_s += time.perf_counter() - start
+        return done  # type: ignore[return-value]
+
+    def close(self) -> None:
+        """Close every actor's sandbox, then end the actors (idempotent). The Ray session stays."""
+        if self._closed:
+            return
+        self._closed = True
+        slots, self._slots = self._slots, []
+        ray = self._ray
+        try:  # started actors clean up their sandboxes (scratch dirs, sandbox actors) first
+            refs = [slot.handle.close.remote() for slot in slots if slot.ready]
+            if refs:
+                ray.wait(refs, num_returns=len(refs), timeout=10.0)
+        except Exception:  # a dead actor or a session already shut down: nothing left to close
+            pass
+        for slot in slots:
+            self._kill(slot)
+
+    # ---- actors ----------------------------------------------------------------------------------
+    def _spawn(self, k: int) -> _Slot:
+        config = self.config
+        options = {"num_cpus": config.cpus_per_actor, "num_gpus": config.gpus_per_actor, "max_concurrency": 1,
+                   "max_restarts": 0, "max_task_retries": 0, "scheduling_strategy": "SPREAD",
+                   **config.ray_options}
+        handle = _remote_actor_class().options(**options).remote(
+            self._policy_ref, config.sandbox_for_actor, config.endpoint(k), config.cpus_per_actor)
+        self.stats["actors_started"] += 1
+        return _Slot(k, handle, handle.describe.remote())
+
+    def _kill(self, slot: _Slot) -> None:
+        try:
+            self._ray.kill(slot.handle, no_restart=True)
+        except Exception:  # already dead, or the session is gone
+            pass
+
+    def _started(self, slot: _Slot) -> None:
+        """Record a started actor; an actor whose constructor raised is a configuration error."""
+        try:
+            slot.info = self._ray.get(slot.describe_ref)
+        except self._ray.exceptions.RayActorError as exc:
+            if getattr(exc, "actor_init_failed", False):
+                raise RayEpisodesError(f"an episode actor failed to build its policy or sandbox: {exc}") from None
+            raise
+        slot.describe_ref = None
+
+    def _wait_until_started(self) -> None:
+        pending = {slot.describe_ref: slot for slot in self._slots}
+        deadline = time.monotonic() + self.config.start_timeout_s
+        while pending:
+            ready, _ = self._ray.wait(list(pending), num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
+            if not ready:
+                raise RayEpisodesError(self._unplaced_message(len(pending)))
+            slot = pending.pop(ready[0])
+            try:
+                self._started(slot)
+            except self._died as exc:
+                raise RayEpisodesError(f"an episode actor died while starting: {exc}") from None
+
+    def _unplaced_message(self, n: int) -> str:
+        try:
+            available = self._ray.cluster_resources()
+            have = f"{available.get('CPU', 0)} CPUs and {available.get('GPU', 0)} GPUs"
+        except Exception:
+            have = "unknown resources"
+        c = self.config
+        return (f"{n} episode actor(s) were not started within start_timeout_s={c.start_timeout_s} s: "
+                f"{c.n_actors} actors x {c.cpus_per_actor} CPUs (+{c.gpus_per_actor} GPUs) requested, the cluster "
+                f"has {have} (lower n_actors/cpus_per_actor, add nodes, or check ray_options' resources)")
+
+    def _replace(self, slot: _Slot, queue: collections.deque[int], in_flight: dict[Any, tuple[_Slot, int]],
+                 reason: str) -> None:
+        """An actor died: its chunks go first in line, it is ended and another takes its slot."""
+        self.stats["actor_failures"] += 1
+        self._failures_in_a_row += 1
+        lost = sorted(chunk for owner, chunk in in_flight.values() if owner is slot)
+        for ref in [ref for ref, (owner, _) in in_flight.items() if owner is slot]:
+            del in_flight[ref]
+        queue.extendleft(reversed(lost))
+        self.stats["resubmitted_chunks"] += len(lost)
+        self._kill(slot)
+        if self._failures_in_a_row > self.config.max_actor_failures:
+            self._slots.remove(slot)
+            raise RayEpisodesError(f"episode actors died {self._failures_in_a_row} times in a row "
+                                   f"(max_actor_failures={self.config.max_actor_failures}); last: {reason}")
+        self._slots[self._slots.index(slot)] = self._spawn(slot.index)
+
+    # ---- scheduling ------------------------------------------------------------------------------
+    def _dispatch(self, task_ref: Any, specs: Sequence[EpisodeSpec], chunks: list[list[int]],
+                  queue: collections.deque[int], in_flight: dict[Any, tuple[_Slot, int]]) -> None:
+        """Fill every started actor up to ``chunks_per_actor``, one chunk each in turn."""
+        while queue:
+            free = [slot for slot in self._slots if slot.ready and slot.in_flight < self.config.chunks_per_actor]
+            if not free:
+                return
+            for slot in sorted(free, key=lambda s: s.in_flight):
+                if not queue:
+                    return
+                chunk = queue.popleft()
+                ref = slot.handle.play.remote([task_ref], [specs[i] for i in chunks[chunk]], chunks[chunk])
+                in_flight[ref] = (slot, chunk)
+                slot.in_flight += 1
+                self.stats["chunks"] += 1
+
+    def _collect_start(self, slot: _Slot, queue: collections.deque[int],
+                       in_flight: dict[Any, tuple[_Slot, int]]) -> None:
+        try:
+            self._started(slot)
+        except self._died as exc:
+            self._replace(slot, queue, in_flight, f"an actor died while starting: {exc}")
+
+    def _collect(self, ref: Any, chunks: list[list[int]], queue: collections.deque[int],
+                 in_flight: dict[Any, tuple[_Slot, int]], stats: EpisodeStats) -> list[tuple[int, Trajectory]]:
+        """The (index, trajectory) pairs of a finished chunk; none when its actor died (re-queued)."""
+        slot, chunk = in_flight[ref]
+        try:
+            trajs, chunk_stats = self._ray.get(ref)
+        except self._died as exc:  # the actor (or its node) died: its chunks run again elsewhere
+            self._replace(slot, queue, in_flight, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            return []
+        del in_flight[ref]
+        slot.in_flight -= 1
+        self._failures_in_a_row = 0
+        stats.add(chunk_stats)
+        return list(zip(chunks[chunk], trajs))
