@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -187,8 +188,22 @@ class OpenAIPolicy:
         }
         if params.stop:
             body["stop"] = list(params.stop)
-        async with sem:
-            data = await self._call(client, "POST", "/chat/completions", body)
+        for attempt in range(_CONTEXT_RETRIES + 1):
+            try:
+                async with sem:
+                    data = await self._call(client, "POST", "/chat/completions", body)
+                break
+            except RequestRefusedError as exc:
+                # prompt + max_tokens over the context (late turns of long episodes): generate what fits
+                limit = _context_overflow(str(exc))
+                if limit is None or attempt == _CONTEXT_RETRIES:
+                    raise
+                max_context, prompt_tokens = limit
+                room = max_context - prompt_tokens
+                if room < 1:  # the prompt alone fills the context: nothing can be generated
+                    return [Generation("", prompt_tokens, 0, "length", {"seed": seed + j, "error": "prompt exceeds "
+                                       "the context"}) for j in range(n)]
+                body["max_tokens"] = min(room, body["max_tokens"] - 1)
         try:
             choices = sorted(data["choices"], key=lambda c: c.get("index", 0))
             texts = [c["message"].get("content") or "" for c in choices]
@@ -243,6 +258,20 @@ class OpenAIPolicy:
             f"{method} {url} failed after {self.max_retries + 1} attempts: {last}. "
             "Check that the server is running and --base-url is right."
         )
+
+
+_CONTEXT_RETRIES = 2
+_CONTEXT_LIMIT = re.compile(r"maximum context length is (\d+)")
+_PROMPT_TOKENS = re.compile(r"(\d+) input tokens|\((\d+) in the messages")
+
+
+def _context_overflow(message: str) -> tuple[int, int] | None:
+    """(context length, prompt tokens) from a server's "maximum context length" refusal (vLLM,
+    OpenAI), or None for any other refusal."""
+    limit, prompt = _CONTEXT_LIMIT.search(message), _PROMPT_TOKENS.search(message)
+    if limit is None or prompt is None:
+        return None
+    return int(limit.group(1)), int(prompt.group(1) or prompt.group(2))
 
 
 def _error_message(resp) -> str:

@@ -149,7 +149,7 @@ class VLLMServerConfig:
     port: int = 0
     api_key: str | None = None
     dtype: str = "bfloat16"
-    max_model_len: int = 4096
+    max_model_len: int = 8192
     kv_cache_gib: int = 4
     omp_threads: int | None = None
     omp_threads_bind: str | None = None

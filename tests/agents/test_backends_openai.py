@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -141,3 +142,25 @@ def test_mucode_eval_runs_through_the_server(server, tmp_path, capsys):
     results = json.loads((out / "results.json").read_text())
     assert results["policy_name"] == "openai:smollm2" and results["n_problems"] == 1
     assert "accuracy after turn 1" in capsys.readouterr().out
+
+
+def test_a_prompt_near_the_context_limit_generates_what_fits(monkeypatch):
+    """vLLM refuses prompt + max_tokens over its context; the policy retries with what fits."""
+    seen = []
+
+    def handler(request):
+        body = json.loads(request.content)
+        seen.append(body["max_tokens"])
+        if body["max_tokens"] > 96:
+            return httpx.Response(400, json={"error": {"message": (
+                "This model's maximum context length is 4096 tokens. However, your prompt contains 4000 input "
+                "tokens, which exceeds this limit even without any output tokens.")}})
+        return httpx.Response(200, json={"choices": [{"index": 0, "message": {"content": "ok"},
+                                                      "finish_reason": "length"}],
+                                         "usage": {"prompt_tokens": 4000, "completion_tokens": 96}})
+
+    policy = OpenAIPolicy("http://127.0.0.1:9/v1", "m")
+    monkeypatch.setattr(policy, "_client", lambda: httpx.AsyncClient(base_url=policy.base_url,
+                                                                     transport=httpx.MockTransport(handler)))
+    (gen,), = policy.generate([CHAT], SamplingParams(max_new_tokens=1000))
+    assert seen == [1000, 96] and gen.text == "ok" and gen.finish_reason == "length"
