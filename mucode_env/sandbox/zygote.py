@@ -414,7 +414,8 @@ def _prepare_child_runtime():
 
 
 class Zygote:
-    def __init__(self, config):
+    def __init__(self, config, prefix="s"):
+        self.prefix = prefix  # scratch names: "s1", "s2"... ("n1"... in the heavy zygote)
         self.uid = config.get("uid")  # None: do not switch uid (not root)
         self.scratch_root = config["scratch_root"]
         self.seccomp_bpf = bytes.fromhex(config["seccomp_bpf"]) if config.get("seccomp_bpf") else b""
@@ -518,7 +519,7 @@ class Zygote:
 
     def _new_scratch(self):
         self.tmp_counter += 1
-        scratch = os.path.join(self.scratch_root, "s%d" % self.tmp_counter)
+        scratch = os.path.join(self.scratch_root, "%s%d" % (self.prefix, self.tmp_counter))
         os.mkdir(scratch, 0o700)
         if self.uid is not None:
             os.chown(scratch, self.uid, self.uid)
@@ -633,6 +634,96 @@ def _send(stream, obj):
     stream.flush()
 
 
+def _import_all(names):
+    imported = []
+    for name in names:
+        try:
+            __import__(name)
+            imported.append(name)
+        except Exception:
+            pass
+    return imported
+
+
+class _Heavy:
+    """The second fork server of a worker, for programs that use a preloaded package.
+
+    Forking costs in proportion to the forking process's memory: numpy doubled the zygote's
+    anonymous memory and mappings, and made every child's fork and exit ~0.5 ms dearer, for the
+    few programs that use it. So the zygote forks this sibling at startup, which imports the
+    packages and serves, over a pipe pair, the requests whose code or setup names one of them
+    (a substring test; a program that imports one some other way still works, in the lean
+    zygote, only slower). Same Zygote code, uid, limits and seccomp filter for its children.
+    """
+
+    def __init__(self, config, host_streams):
+        self.names = [name for name in config.get("preload", []) if name]
+        to_heavy_r, to_heavy_w = os.pipe()
+        from_heavy_r, from_heavy_w = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:  # the heavy zygote: never touches the host's pipe again
+            try:
+                for stream in host_streams:
+                    stream.close()
+                os.close(to_heavy_w)
+                os.close(from_heavy_r)
+                inp, out = os.fdopen(to_heavy_r, "rb"), os.fdopen(from_heavy_w, "wb")
+                preloaded = _import_all(self.names)
+                zygote = Zygote(config, prefix="n")
+                _prepare_child_runtime()
+                _send(out, {"ready": True, "preloaded": preloaded})
+                _serve(inp, out, zygote)
+            except BaseException:
+                import traceback
+
+                traceback.print_exc()  # to the worker's stderr: the host shows it if startup fails
+            finally:
+                os._exit(0)
+        os.close(to_heavy_r)
+        os.close(from_heavy_w)
+        self.inp, self.out = os.fdopen(from_heavy_r, "rb"), os.fdopen(to_heavy_w, "wb")
+        ready = json.loads(_read_frame(self.inp))
+        self.preloaded = ready.get("preloaded", [])
+
+    def wants(self, request):
+        code = request.get("code") or ""
+        setup = request.get("setup") or ""
+        return any(name in code or name in setup for name in self.names)
+
+    def forward(self, frame):
+        """Relay one raw request frame and return the heavy zygote's raw reply frame."""
+        self.out.write(frame)
+        self.out.flush()
+        body = _read_frame(self.inp)
+        return struct.pack(">I", len(body)) + body
+
+
+def _read_frame(stream):
+    return _read_exact(stream, struct.unpack(">I", _read_exact(stream, 4))[0])
+
+
+def _serve(inp, out, zygote, heavy=None):
+    while True:
+        try:
+            header = _read_exact(inp, 4)
+        except EOFError:
+            return
+        body = _read_exact(inp, struct.unpack(">I", header)[0])
+        request = json.loads(body)
+        if request.get("op") == "ping":
+            _send(out, {"pong": True})
+            continue
+        try:
+            if heavy is not None and heavy.wants(request):
+                out.write(heavy.forward(header + body))
+                out.flush()
+                continue
+            reply = zygote.handle(request)
+        except Exception as exc:  # report infrastructure trouble; the host retries
+            reply = {"infra_error": "%s: %s" % (type(exc).__name__, exc)}
+        _send(out, reply)
+
+
 def main():
     # The host protocol moves to new descriptors; 0 and 1 become /dev/null until a child points
     # them at its memfds (see _prepare_child_runtime).
@@ -642,34 +733,16 @@ def main():
     os.dup2(devnull, 0)
     os.dup2(devnull, 1)
     os.close(devnull)
-    config = json.loads(_read_exact(inp, struct.unpack(">I", _read_exact(inp, 4))[0]))
+    config = json.loads(_read_frame(inp))
     for path in config.get("sys_path", []):
         sys.path.append(path)
-    preloaded = []
-    for name in list(PRELOAD) + list(config.get("preload", [])):
-        try:
-            __import__(name)
-            preloaded.append(name)
-        except Exception:
-            pass
+    preloaded = _import_all(PRELOAD)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    heavy = _Heavy(config, (inp, out)) if config.get("preload") else None
     zygote = Zygote(config)
     _prepare_child_runtime()
-    _send(out, {"ready": True, "pid": os.getpid(), "preloaded": preloaded})
-    while True:
-        try:
-            header = _read_exact(inp, 4)
-        except EOFError:
-            return
-        request = json.loads(_read_exact(inp, struct.unpack(">I", header)[0]))
-        if request.get("op") == "ping":
-            _send(out, {"pong": True})
-            continue
-        try:
-            reply = zygote.handle(request)
-        except Exception as exc:  # report infrastructure trouble; the host retries
-            reply = {"infra_error": "%s: %s" % (type(exc).__name__, exc)}
-        _send(out, reply)
+    _send(out, {"ready": True, "pid": os.getpid(), "preloaded": preloaded + (heavy.preloaded if heavy else [])})
+    _serve(inp, out, zygote, heavy)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -100,9 +101,15 @@ def assert_clean(sandbox: Sandbox) -> None:
     assert len(sandbox.worker_pids()) == sandbox.n_workers
     for worker in sandbox._workers:
         assert worker.alive()
-    # bwrap monitor -> bwrap init (pid 1 in the jail) -> zygote: one zygote per worker
-    zygotes = [p for p in jail if "zygote" in " ".join(p.cmdline()) and p.name().startswith("python")]
-    assert len(zygotes) == sandbox.n_workers
+    # bwrap monitor -> bwrap init (pid 1 in the jail) -> zygote (-> the zygote for programs that
+    # use a preloaded package): one lean zygote per worker, at most one heavy one below it, and
+    # no other Python process (a leftover child would be one).
+    pythons = [p for p in jail if "zygote" in " ".join(p.cmdline()) and p.name().startswith("python")]
+    lean = [p for p in pythons if p.parent() not in pythons]
+    heavy = [p for p in pythons if p.parent() in lean]
+    assert len(lean) == sandbox.n_workers
+    assert len(heavy) == (sandbox.n_workers if sandbox.config.preload else 0)
+    assert len(pythons) == len(lean) + len(heavy)
     assert [t for t in HOST_TARGETS if os.path.lexists(t)] == []
 
 
@@ -503,6 +510,39 @@ def test_results_are_deterministic_across_runs_and_restarts(sb):
         assert run(sb, DETERMINISTIC, [T("f()", "0")]).tests[0].got == first.tests[0].got
     with Sandbox(SandboxConfig(tier="bwrap", n_workers=1, cache_size=0)) as fresh:
         assert fresh.run(DETERMINISTIC, [T("f()", "0")]).tests[0].got == first.tests[0].got
+
+
+WHERE = "import os, sys\ndef f():\n    return [os.getcwd()[:6], 'num' + 'py' in sys.modules]\n"
+
+
+def test_programs_naming_a_preloaded_package_run_in_the_zygote_that_preloaded_it(sb):
+    # The lean zygote has no numpy (cheaper forks); a program that names it runs in the second
+    # zygote (scratch dirs n1, n2...), where it is already imported; one that hides the name
+    # still gets numpy, imported in its own child.
+    assert run(sb, WHERE, [T("f()", "0")]).tests[0].got == "['/tmp/s', False]"
+    assert run(sb, "import numpy\n" + WHERE, [T("f()", "0")]).tests[0].got == "['/tmp/n', True]"
+    hidden = ("import os\ndef f():\n    np = __import__('num' + 'py')\n"
+              "    return [os.getcwd()[:6], int(np.arange(4).sum())]\n")
+    assert run(sb, hidden, [T("f()", "0")], limits=SandboxLimits(per_test_s=10.0)).tests[0].got == "['/tmp/s', 6]"
+    # Same determinism and the same limits in both zygotes.
+    lean = run(sb, DETERMINISTIC, [T("f()", "0")]).tests[0].got
+    assert run(sb, "import numpy\n" + DETERMINISTIC, [T("f()", "0")]).tests[0].got == lean
+    spin = run(sb, "import numpy\ndef f():\n    while True:\n        pass\n", limits=SHORT)
+    assert spin.status is Status.TIMEOUT
+
+
+def test_a_dead_preload_zygote_is_an_infrastructure_error_that_a_restart_repairs():
+    with Sandbox(SandboxConfig(tier="bwrap", n_workers=1, cache_size=0)) as sandbox:
+        pythons = [p for p in _jail_processes(sandbox) if p.name().startswith("python")]
+        heavy = [p for p in pythons if p.parent() in pythons]
+        assert len(heavy) == 1
+        heavy[0].kill()
+        deadline = time.monotonic() + 5
+        while heavy[0].status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:  # not reaped yet
+            time.sleep(0.01)
+        result = run(sandbox, "import numpy\ndef f():\n    return int(numpy.int64(7919))\n")
+        assert result.status is Status.PASSED
+        assert sandbox.stats["restarts"] == 1
 
 
 @pytest.mark.slow
