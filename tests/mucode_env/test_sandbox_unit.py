@@ -305,6 +305,58 @@ def test_wipe_never_follows_symlinks_and_gives_up_on_deep_trees(tmp_path):
     assert zygote._wipe_tree(str(tmp_path / "late"), 0.0, 0) is False
 
 
+# ---- the seccomp filter, evaluated here with a classic-BPF interpreter --------------------------
+def _run_bpf(program: bytes, nr: int, arch: int, args: tuple[int, ...] = (0,) * 6) -> int:
+    """Return value of a classic BPF seccomp program on (nr, arch, args); only the opcodes
+    libseccomp emits for our filter (ld abs, jeq/jgt/jge/jset k, and k, ret k, ja)."""
+    import struct
+
+    data = struct.pack("<iI Q", nr, arch, 0) + b"".join(struct.pack("<Q", a) for a in args)
+    insns = [struct.unpack_from("<HBBI", program, i) for i in range(0, len(program), 8)]
+    acc, pc = 0, 0
+    while True:
+        code, jt, jf, k = insns[pc]
+        pc += 1
+        if code == 0x20:  # ld [k]
+            acc = struct.unpack_from("<I", data, k)[0]
+        elif code == 0x54:  # and #k
+            acc &= k
+        elif code == 0x05:  # ja
+            pc += k
+        elif code in (0x15, 0x25, 0x35, 0x45):  # jeq, jgt, jge, jset #k
+            taken = {0x15: acc == k, 0x25: acc > k, 0x35: acc >= k, 0x45: bool(acc & k)}[code]
+            pc += jt if taken else jf
+        elif code == 0x06:  # ret #k
+            return k
+        else:
+            raise AssertionError(f"unexpected BPF opcode {code:#x}")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="seccomp is Linux-only")
+def test_child_filter_denies_exactly_the_listed_syscalls():
+    import errno
+
+    import pyseccomp  # a dependency of the sandbox (pyproject)
+
+    from mucode_env.sandbox.seccomp import CLONE_THREAD, DENIED_SYSCALLS, child_filter_bpf
+
+    program, arch = child_filter_bpf(), pyseccomp.system_arch()
+    allow, eperm, enosys = 0x7FFF0000, 0x00050000 | errno.EPERM, 0x00050000 | errno.ENOSYS
+    denied = set()
+    for name in DENIED_SYSCALLS:
+        try:
+            denied.add(pyseccomp.resolve_syscall(arch, name))
+        except (OSError, RuntimeError, ValueError):
+            continue
+    clone, clone3 = pyseccomp.resolve_syscall(arch, "clone"), pyseccomp.resolve_syscall(arch, "clone3")
+    for nr in range(512):
+        expected = eperm if nr in denied or nr == clone else enosys if nr == clone3 else allow
+        assert _run_bpf(program, nr, arch) == expected, (nr, pyseccomp.resolve_syscall(arch, nr))
+    assert _run_bpf(program, clone, arch, (CLONE_THREAD | 0x3D0F00, 0, 0, 0, 0, 0)) == allow  # threads
+    assert _run_bpf(program, clone, arch, (0x3D0F00 & ~CLONE_THREAD, 0, 0, 0, 0, 0)) == eperm  # processes
+    assert _run_bpf(program, 0, 0x40000003) != allow  # another architecture (i386) is not let through
+
+
 # ---- a real pool: cache, tiers, retries, infrastructure errors ------------------------------------
 @pytest.fixture(scope="module")
 def process_sb():
