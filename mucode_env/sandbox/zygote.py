@@ -455,8 +455,7 @@ class Zygote:
             os.setgid(self.uid)
             os.setuid(self.uid)
         # Without a uid switch RLIMIT_NPROC would count the whole user; seccomp forbids forks.
-        if self.libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-            os._exit(121)
+        # PR_SET_NO_NEW_PRIVS is inherited: main() set it in the zygote (_no_new_privs).
         if self.seccomp_bpf:
             if self.libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(self._prog), 0, 0) != 0:
                 os._exit(122)
@@ -634,6 +633,16 @@ def _send(stream, obj):
     stream.flush()
 
 
+def _no_new_privs():
+    """PR_SET_NO_NEW_PRIVS for the zygote, so for every child it forks (the flag is inherited and
+    cannot be cleared). The zygote never executes a program; setting it once here spares each
+    child a ctypes call (~0.1 ms of copy-on-write faults)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
+
+
 def _import_all(names):
     imported = []
     for name in names:
@@ -736,6 +745,7 @@ def main():
     config = json.loads(_read_frame(inp))
     for path in config.get("sys_path", []):
         sys.path.append(path)
+    _no_new_privs()
     preloaded = _import_all(PRELOAD)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     heavy = _Heavy(config, (inp, out)) if config.get("preload") else None

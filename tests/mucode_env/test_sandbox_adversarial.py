@@ -7,6 +7,7 @@ an untouched neighbour episode. Legitimate controls must pass, and results must 
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import os
 import sys
@@ -300,6 +301,24 @@ def test_environment_holds_nothing_from_the_host(sb):
     assert CANARY not in result.tests[0].got and "MUCODE" not in result.tests[0].got
     listing = run(sb, "import os\ndef f():\n    return sorted(os.environ)\n", [T("f()", "0")]).tests[0].got
     assert listing == "['HOME', 'LANG', 'PYTHONHASHSEED']"
+
+
+STATUS_FIELDS = ("import resource\ndef f():\n    fields = dict(line.split(':\\t', 1) for line in "
+                 "open('/proc/self/status').read().splitlines() if ':\\t' in line)\n"
+                 "    return [fields['NoNewPrivs'], fields['Seccomp'], fields['Uid'].split()[:2], fields['CapEff'], "
+                 "resource.getrlimit(resource.RLIMIT_NOFILE), resource.getrlimit(resource.RLIMIT_CORE)]\n")
+
+
+@pytest.mark.parametrize("prefix", ["", "import numpy\n"], ids=["lean_zygote", "preload_zygote"])
+def test_every_child_runs_with_no_new_privs_seccomp_its_uid_no_capabilities_and_its_limits(sb, prefix):
+    # What the kernel says about the child, whichever zygote forked it: no_new_privs (set once in
+    # the zygote, inherited), the seccomp filter (mode 2), the worker's uid, no capability, rlimits.
+    got = run(sb, prefix + STATUS_FIELDS, [T("f()", "0")]).tests[0].got
+    uid = [str(BASE_UID + i) for i in range(sb.n_workers)]
+    no_new_privs, mode, uids, caps, nofile, core = ast.literal_eval(got)
+    assert (no_new_privs, mode, caps) == ("1", "2", "0000000000000000")
+    assert len(set(uids)) == 1 and (uids[0] in uid if os.geteuid() == 0 else True)
+    assert nofile == (FAST.nofile, FAST.nofile) and core == (0, 0)
 
 
 def test_no_private_data_is_mounted(sb):

@@ -375,6 +375,10 @@ def test_process_tier_runs_and_switches_uid(process_sb):
     assert result.status is expected
     fork = process_sb.run("import os\nos.fork()\ndef f():\n    return 1\n", [T("f()", "1")])
     assert fork.status is Status.RUNTIME_ERROR  # seccomp still applies without the jail
+    # no_new_privs comes from the zygote here (bwrap sets it too in the jail), seccomp mode 2.
+    status = process_sb.run("def f():\n    return [l.split()[1] for l in open('/proc/self/status') "
+                            "if l.startswith(('NoNewPrivs', 'Seccomp:'))]\n", [T("f()", "['1', '2']")])
+    assert status.status is Status.PASSED, status.tests[0].got
 
 
 @linux_only
