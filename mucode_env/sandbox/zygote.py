@@ -19,7 +19,6 @@ import collections
 import ctypes
 import json
 import os
-import random
 import resource
 import select
 import signal
@@ -391,37 +390,39 @@ def _wipe_tree(path, deadline, depth):
     return True
 
 
-def _prepare_child_runtime():
+def _prepare_child_runtime(home):
     """Set up, once in the zygote, the runtime every child starts with.
 
     The host protocol has moved off descriptors 0 and 1 (they read and write /dev/null here), so
     the text streams on 0/1/2 can be built now: a child only points those descriptors at its
-    memfds. The zygote itself never writes to them. SIGALRM (no timer is ever armed in the
-    zygote) and SIGXFSZ (the zygote has no file size limit) get the child's dispositions; SIGPIPE
-    stays ignored here so a closed host pipe is an error, not a silent death, and is restored to
-    the default in each child.
+    memfds. The zygote itself never writes to them. Signal dispositions are the child's: SIGALRM
+    (no timer is ever armed in the zygote), SIGXFSZ (the zygote has no file size limit), SIGPIPE
+    (default: the zygote dies if its host or its preload sibling has gone, which the host
+    handles as a dead worker). ``home`` is the zygote's scratch path, the same for every child.
     """
     os.environ.clear()
-    os.environ.update({"PYTHONHASHSEED": "0", "LANG": "C.UTF-8"})  # + HOME, per child
+    os.environ.update({"PYTHONHASHSEED": "0", "LANG": "C.UTF-8", "HOME": home})
+    sys.modules["random"].seed(0)  # every child starts from this state (see _child)
     sys.set_int_max_str_digits(0)
     sys.argv = ["solution.py"]
     sys.stdin = open(0, "r", encoding="utf-8", errors="replace", closefd=False)
     sys.stdout = open(1, "w", encoding="utf-8", errors="backslashreplace", closefd=False, buffering=1 << 16)
     sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False, buffering=1)
     signal.signal(signal.SIGXFSZ, signal.SIG_DFL)  # output floods die by SIGXFSZ
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     signal.signal(signal.SIGALRM, _on_alarm)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
 class Zygote:
     def __init__(self, config, prefix="s"):
-        self.prefix = prefix  # scratch names: "s1", "s2"... ("n1"... in the heavy zygote)
+        # Scratch dir of every child: <scratch_root>/s (<scratch_root>/n in the preload zygote).
         self.uid = config.get("uid")  # None: do not switch uid (not root)
         self.scratch_root = config["scratch_root"]
         self.seccomp_bpf = bytes.fromhex(config["seccomp_bpf"]) if config.get("seccomp_bpf") else b""
         self.libc = ctypes.CDLL(None, use_errno=True)
         self.libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-        self.tmp_counter = 0
+        self.scratch = os.path.join(self.scratch_root, prefix)
         if self.seccomp_bpf:
             n = len(self.seccomp_bpf) // 8
             self._filters = (_SockFilter * n).from_buffer_copy(self.seccomp_bpf)
@@ -440,7 +441,6 @@ class Zygote:
         os.dup2(result_fd, RESULT_FD)
         # Close every other inherited descriptor (host pipes among them).
         os.closerange(RESULT_FD + 1, 65536)
-        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
         memory = limits["memory_mb"] << 20
         resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
         cpu = int(limits["cpu_s"])
@@ -459,9 +459,8 @@ class Zygote:
         if self.seccomp_bpf:
             if self.libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(self._prog), 0, 0) != 0:
                 os._exit(122)
-        os.environ["HOME"] = scratch
-        # random's at-fork hook reseeded from the OS: every child starts from the same state.
-        random.seed(0)
+        if _CHILD_RESEEDS:  # random's at-fork hook reseeded this child from the OS
+            sys.modules["random"].seed(0)
         try:
             if request["mode"] == "stdio":
                 _run_stdio(request)
@@ -517,9 +516,16 @@ class Zygote:
             return False
 
     def _new_scratch(self):
-        self.tmp_counter += 1
-        scratch = os.path.join(self.scratch_root, "%s%d" % (self.prefix, self.tmp_counter))
-        os.mkdir(scratch, 0o700)
+        # The same path for every child (so HOME is set once in the zygote): the previous
+        # child's directory was removed after it ended, or the host recycled the worker. A
+        # leftover (a worker restarted on the host's filesystem) is wiped first.
+        scratch = self.scratch
+        try:
+            os.mkdir(scratch, 0o700)
+        except FileExistsError:
+            if not self._wipe(scratch):
+                raise
+            os.mkdir(scratch, 0o700)
         if self.uid is not None:
             os.chown(scratch, self.uid, self.uid)
         return scratch
@@ -643,6 +649,28 @@ def _no_new_privs():
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
 
 
+# Whether each child must reseed random itself (only if random was imported with its hook).
+_CHILD_RESEEDS = False
+
+
+def _import_random_without_fork_hook():
+    """Import random without the at-fork hook it registers, which reseeds from os.urandom in
+    every forked child: ~50 copy-on-write faults (~0.25 ms) per child, wasted since every child
+    must start from seed 0 anyway, which _prepare_child_runtime sets once in the zygote (it
+    never draws from random itself). Done in the zygote only, before anything else imports
+    random; os.register_at_fork is restored at once, so programs see the real one."""
+    global _CHILD_RESEEDS
+    if "random" in sys.modules:
+        _CHILD_RESEEDS = True
+        return
+    register = os.register_at_fork
+    os.register_at_fork = lambda **hooks: None
+    try:
+        import random  # noqa: F401
+    finally:
+        os.register_at_fork = register
+
+
 def _import_all(names):
     imported = []
     for name in names:
@@ -679,7 +707,7 @@ class _Heavy:
                 inp, out = os.fdopen(to_heavy_r, "rb"), os.fdopen(from_heavy_w, "wb")
                 preloaded = _import_all(self.names)
                 zygote = Zygote(config, prefix="n")
-                _prepare_child_runtime()
+                _prepare_child_runtime(zygote.scratch)
                 _send(out, {"ready": True, "preloaded": preloaded})
                 _serve(inp, out, zygote)
             except BaseException:
@@ -746,11 +774,12 @@ def main():
     for path in config.get("sys_path", []):
         sys.path.append(path)
     _no_new_privs()
+    _import_random_without_fork_hook()
     preloaded = _import_all(PRELOAD)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     heavy = _Heavy(config, (inp, out)) if config.get("preload") else None
     zygote = Zygote(config)
-    _prepare_child_runtime()
+    _prepare_child_runtime(zygote.scratch)
     _send(out, {"ready": True, "pid": os.getpid(), "preloaded": preloaded + (heavy.preloaded if heavy else [])})
     _serve(inp, out, zygote, heavy)
 

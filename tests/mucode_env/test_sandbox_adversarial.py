@@ -536,7 +536,7 @@ WHERE = "import os, sys\ndef f():\n    return [os.getcwd()[:6], 'num' + 'py' in 
 
 def test_programs_naming_a_preloaded_package_run_in_the_zygote_that_preloaded_it(sb):
     # The lean zygote has no numpy (cheaper forks); a program that names it runs in the second
-    # zygote (scratch dirs n1, n2...), where it is already imported; one that hides the name
+    # zygote (scratch dir /tmp/n), where it is already imported; one that hides the name
     # still gets numpy, imported in its own child.
     assert run(sb, WHERE, [T("f()", "0")]).tests[0].got == "['/tmp/s', False]"
     assert run(sb, "import numpy\n" + WHERE, [T("f()", "0")]).tests[0].got == "['/tmp/n', True]"

@@ -382,6 +382,20 @@ def test_process_tier_runs_and_switches_uid(process_sb):
 
 
 @linux_only
+def test_a_leftover_scratch_dir_is_wiped_before_the_next_child_uses_it(process_sb):
+    # Every child of a zygote gets the same scratch path; one left behind (a restarted worker
+    # on the host's filesystem) is emptied first, so nothing crosses over.
+    scratch = os.path.join(process_sb._workers[0].spec.config["scratch_root"], "s")
+    os.makedirs(os.path.join(scratch, "d"))
+    with open(os.path.join(scratch, "d", "left.txt"), "w") as handle:
+        handle.write("from an earlier episode")
+    code = "import os\ndef f():\n    return [os.getcwd() == os.environ['HOME'], sorted(os.listdir('.'))]\n"
+    result = process_sb.run(code, [T("f()", "[True, []]")], limits=SandboxLimits(per_test_s=2.0))
+    assert result.status is Status.PASSED, result.tests[0].got
+    assert not os.path.lexists(scratch)  # removed again after the run
+
+
+@linux_only
 def test_identical_jobs_in_a_batch_run_once_and_later_hit_the_cache(process_sb):
     job = Job("def f(x):\n    return x * 3\n# cache test\n", (T("f(2)", "6"),))
     before = dict(process_sb.stats)
