@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import marshal
 import os
 import queue
 import select
@@ -17,7 +19,7 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING
 
 from mucode_env.errors import SandboxError
@@ -106,8 +108,19 @@ class Job:
         return bool(self.tests) and self.tests[0].is_stdio
 
     def cache_key(self, limits: SandboxLimits) -> str:
-        payload = json.dumps([self.code, self.setup, [asdict(t) for t in self.tests], asdict(limits)], sort_keys=True)
+        # Every field of every dataclass, in declaration order (dataclasses.asdict deep-copies
+        # and took a third of the host's CPU per execution).
+        payload = json.dumps([self.code, self.setup, [_field_values(t) for t in self.tests], _field_values(limits)])
         return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@functools.lru_cache(maxsize=None)
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
+
+
+def _field_values(obj: object) -> list:
+    return [getattr(obj, name) for name in _field_names(type(obj))]
 
 
 class _Worker:
@@ -124,6 +137,7 @@ class _Worker:
     def start(self) -> None:
         self.proc = jail.start_process(self.spec)
         self.executions = 0
+        self._pending = bytearray()  # read ahead from the worker's stdout (see _read_exact)
         try:
             self._send(self.spec.config)
             ready = self._receive(STARTUP_TIMEOUT_S)
@@ -147,8 +161,11 @@ class _Worker:
         return ""
 
     def _send(self, obj: dict) -> None:
+        # Requests go as marshal (trusted to trusted, same interpreter; ~4x cheaper than JSON
+        # to write and to read). Replies come back as JSON: marshal is not safe to load from a
+        # process that untrusted code runs next to.
         assert self.proc is not None and self.proc.stdin is not None
-        data = json.dumps(obj, ensure_ascii=True).encode()
+        data = marshal.dumps(obj)
         try:
             self.proc.stdin.write(struct.pack(">I", len(data)) + data)
             self.proc.stdin.flush()
@@ -156,23 +173,25 @@ class _Worker:
             raise SandboxError(f"worker pipe closed ({exc})") from None
 
     def _read_exact(self, n: int, deadline: float) -> bytes:
+        # Reads ahead (up to 1 MiB) into self._pending: a reply's header and body usually come
+        # in one read, one select and one read syscall per message instead of two of each.
         assert self.proc is not None and self.proc.stdout is not None
         fd = self.proc.stdout.fileno()
-        chunks: list[bytes] = []
-        remaining = n
-        while remaining:
+        pending = self._pending
+        while len(pending) < n:
             timeout = deadline - time.monotonic()
             if timeout <= 0:
                 raise SandboxError("worker did not answer in time")
             ready, _, _ = select.select([fd], [], [], timeout)
             if not ready:
                 continue
-            chunk = os.read(fd, min(remaining, 1 << 20))
+            chunk = os.read(fd, min(max(n - len(pending), 1 << 16), 1 << 20))
             if not chunk:
                 raise SandboxError("worker exited")
-            chunks.append(chunk)
-            remaining -= len(chunk)
-        return b"".join(chunks)
+            pending += chunk
+        data = bytes(pending[:n])
+        del pending[:n]
+        return data
 
     def _receive(self, timeout_s: float) -> dict:
         deadline = time.monotonic() + timeout_s
