@@ -424,6 +424,7 @@ class Zygote:
         self.libc = ctypes.CDLL(None, use_errno=True)
         self.libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
         self.scratch = os.path.join(self.scratch_root, prefix)
+        self._devnull = os.open(os.devnull, os.O_RDONLY)  # stdin of children without input
         if self.seccomp_bpf:
             n = len(self.seccomp_bpf) // 8
             self._filters = (_SockFilter * n).from_buffer_copy(self.seccomp_bpf)
@@ -489,7 +490,9 @@ class Zygote:
         return fd
 
     def _read_capture(self, fd, capture_bytes):
-        size = os.fstat(fd).st_size
+        size = os.lseek(fd, 0, os.SEEK_END)  # not fstat: its result is ~20 new objects
+        if not size:
+            return "", False, 0
         if size <= capture_bytes:
             return os.pread(fd, size, 0).decode("utf-8", "replace"), False, size
         half = capture_bytes // 2
@@ -534,7 +537,7 @@ class Zygote:
     def execute_one(self, request, limits, stdin=b"", keep_stdout=False):
         """Fork one child, wait for it under the deadline, collect what it left."""
         scratch = self._new_scratch()
-        stdin_fd = self._memfd("stdin", stdin) if stdin else os.open(os.devnull, os.O_RDONLY)
+        stdin_fd = self._memfd("stdin", stdin) if stdin else self._devnull
         out_fd = self._memfd("out")
         err_fd = self._memfd("err") if keep_stdout else out_fd
         result_fd = self._memfd("result")
@@ -588,14 +591,18 @@ class Zygote:
         output, truncated, output_size = self._read_capture(out_fd, capture)
         stdout_full = None
         if keep_stdout:
-            size = os.fstat(out_fd).st_size
+            size = os.lseek(out_fd, 0, os.SEEK_END)
             stdout_full = os.pread(out_fd, size, 0).decode("utf-8", "replace")
             stderr_text, _, _ = self._read_capture(err_fd, capture)
             output = stderr_text
-        result_size = os.fstat(result_fd).st_size
+        result_size = os.lseek(result_fd, 0, os.SEEK_END)
         records = os.pread(result_fd, min(result_size, 64 << 20), 0).decode("utf-8", "replace")
-        for fd in {stdin_fd, out_fd, err_fd, result_fd}:
-            os.close(fd)
+        if stdin_fd != self._devnull:
+            os.close(stdin_fd)
+        if err_fd != out_fd:
+            os.close(err_fd)
+        os.close(out_fd)
+        os.close(result_fd)
         clean = self._wipe(scratch)
         reply = {
             "dirty": not clean,
@@ -726,7 +733,10 @@ class _Heavy:
     def wants(self, request):
         code = request.get("code") or ""
         setup = request.get("setup") or ""
-        return any(name in code or name in setup for name in self.names)
+        for name in self.names:
+            if name in code or name in setup:
+                return True
+        return False
 
     def forward(self, frame):
         """Relay one raw request frame and return the heavy zygote's raw reply frame."""
