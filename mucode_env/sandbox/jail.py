@@ -85,8 +85,11 @@ def build_worker(tier: str, slot: int, preload: tuple[str, ...], tmpfs_mb: int, 
     binary, base = _interpreter()
     uid = BASE_UID + slot if is_root() and tier != "none" else None
     seccomp = seccomp_hex if tier != "none" else ""
+    # LD_BIND_NOW: the zygote resolves every dynamic symbol once at startup; with lazy binding
+    # each child resolved (and wrote to the GOT, a copy-on-write fault) the functions the
+    # zygote had not called yet. The zygote clears its environment before serving.
     env = {"PYTHONHASHSEED": "0", "LANG": "C.UTF-8", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
-           "MKL_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+           "MKL_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "LD_BIND_NOW": "1"}
     packages = _package_dirs(preload)
     if tier == "bwrap":
         bwrap = bwrap_path()
