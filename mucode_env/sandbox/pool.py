@@ -341,13 +341,27 @@ class Sandbox:
                 results[index] = cached
             else:
                 pending.setdefault(key, []).append(index)
-        futures = {key: self._executor.submit(self._run_job, jobs[indices[0]]) for key, indices in pending.items()}
-        for key, future in futures.items():
-            result = future.result()
-            if result.status is not Status.SANDBOX_ERROR:
-                self._cache_put(key, result)
-            for n, index in enumerate(pending[key]):
-                results[index] = result if n == 0 else replace(result, cache_hit=True)
+        # One task per worker pulls jobs until none is left (not one future per job: a thread
+        # handoff per execution was a tenth of the host's CPU per execution).
+        todo = iter(list(pending.items()))
+        take = threading.Lock()
+
+        def drain() -> None:
+            while True:
+                with take:
+                    item = next(todo, None)
+                if item is None:
+                    return
+                key, indices = item
+                result = self._run_job(jobs[indices[0]])
+                if result.status is not Status.SANDBOX_ERROR:
+                    self._cache_put(key, result)
+                for n, index in enumerate(indices):
+                    results[index] = result if n == 0 else replace(result, cache_hit=True)
+
+        tasks = [self._executor.submit(drain) for _ in range(min(len(pending), self.n_workers))]
+        for task in tasks:
+            task.result()
         return results  # type: ignore[return-value]
 
     def close(self) -> None:
