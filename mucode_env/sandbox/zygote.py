@@ -191,8 +191,25 @@ def _flush_output():
         pass
 
 
+def _make_dumps():
+    """``json.dumps(obj)`` (ASCII, no check for reference cycles) without its Python layers.
+
+    json.dumps goes through JSONEncoder.encode and iterencode and builds a new C encoder per
+    call; in a fresh child those first calls cost copy-on-write faults. What is encoded here
+    (replies, records, values rebuilt by _encode) never contains a cycle."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return json.dumps
+    encode = make(None, json.JSONEncoder().default, json.encoder.encode_basestring_ascii, None,
+                  ": ", ", ", False, False, True)
+    return lambda obj: "".join(encode(obj, 0))
+
+
+_dumps = _make_dumps()
+
+
 def _write_record(record):
-    data = (json.dumps(record, ensure_ascii=True) + "\n").encode()
+    data = (_dumps(record) + "\n").encode()
     view = memoryview(data)
     while view:
         n = os.write(RESULT_FD, view)
@@ -211,7 +228,7 @@ def _emergency_timeout():
     The tests after this one are reported as not run; the run's verdict is TIMEOUT either way.
     """
     try:
-        os.write(RESULT_FD, ("\n" + json.dumps({"t": _ALARM["test"], "ok": False, "kind": "timeout",
+        os.write(RESULT_FD, ("\n" + _dumps({"t": _ALARM["test"], "ok": False, "kind": "timeout",
                                                  "ms": (time.perf_counter() - _ALARM["started"]) * 1e3}) + "\n").encode())
     except BaseException:
         pass
@@ -321,7 +338,7 @@ def _run_call(request):
             _set_alarm(per_test_s, test=index)
             values = [eval(compile(e, "<test>", "eval", dont_inherit=True), namespace) for e in exprs]
             # Encoding stays under the test's alarm and a size budget (hostile return values).
-            encoded = json.dumps([_encode(v, 0, [value_bytes]) for v in values], ensure_ascii=True)
+            encoded = _dumps([_encode(v, 0, [value_bytes]) for v in values])
             _set_alarm(0)
             del values
             if len(encoded) > value_bytes:
@@ -642,7 +659,7 @@ def _read_exact(stream, n):
 
 
 def _send(stream, obj):
-    data = json.dumps(obj).encode()
+    data = _dumps(obj).encode()
     stream.write(struct.pack(">I", len(data)) + data)
     stream.flush()
 
