@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from mucode_env.errors import SandboxError
 from mucode_env.problem import TestCase
 from mucode_env.sandbox import jail
-from mucode_env.sandbox.checking import judge_call, judge_stdio
+from mucode_env.sandbox.checking import judge_call, judge_stdio, loads_strict
 from mucode_env.sandbox.limits import SandboxLimits
 from mucode_env.sandbox.results import ExecResult, Status
 from mucode_env.sandbox.seccomp import child_filter_bpf
@@ -108,10 +108,24 @@ class Job:
         return bool(self.tests) and self.tests[0].is_stdio
 
     def cache_key(self, limits: SandboxLimits) -> str:
+        """A stable digest of the job under ``limits`` (for caches that outlive this process;
+        the pool itself keys on the job's fields)."""
         # Every field of every dataclass, in declaration order (dataclasses.asdict deep-copies
         # and took a third of the host's CPU per execution).
         payload = json.dumps([self.code, self.setup, [_field_values(t) for t in self.tests], _field_values(limits)])
         return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _job_key(job: Job, limits: SandboxLimits) -> tuple | str:
+    """The pool's key for identical jobs (dedup in a batch, result cache): the fields themselves,
+    which hash in a microsecond (a JSON dump and a SHA-256 of them took a tenth of the host's
+    CPU per job); the digest when a test was built with lists, which do not hash."""
+    key = (job.code, job.setup, job.tests, limits)
+    try:
+        hash(key)
+    except TypeError:
+        return job.cache_key(limits)
+    return key
 
 
 @functools.lru_cache(maxsize=None)
@@ -199,7 +213,7 @@ class _Worker:
         if size > MAX_MESSAGE_BYTES:
             raise SandboxError(f"worker sent an oversized message ({size} bytes)")
         try:
-            return json.loads(self._read_exact(size, deadline))
+            return loads_strict(self._read_exact(size, deadline).decode("utf-8"))
         except ValueError as exc:
             raise SandboxError(f"worker sent malformed JSON ({exc})") from None
 
@@ -292,7 +306,7 @@ class Sandbox:
         for worker in self._workers:
             self._idle.put(worker)
         self._executor = ThreadPoolExecutor(max_workers=n, thread_name_prefix="mucode-sandbox")
-        self._cache: OrderedDict[str, ExecResult] = OrderedDict()
+        self._cache: OrderedDict[tuple | str, ExecResult] = OrderedDict()
         self._cache_lock = threading.Lock()
         self._closed = False
         self.stats = {"executions": 0, "cache_hits": 0, "retries": 0, "restarts": 0}
@@ -331,11 +345,11 @@ class Sandbox:
             raise SandboxError("this Sandbox is closed")
         jobs = list(jobs)
         results: list[ExecResult | None] = [None] * len(jobs)
-        pending: dict[str, list[int]] = {}
+        pending: dict[tuple | str, list[int]] = {}
         for index, job in enumerate(jobs):
             if not isinstance(job, Job):
                 raise TypeError(f"execute() takes Job objects, got {type(job).__name__} at index {index}")
-            key = job.cache_key(self._limits(job))
+            key = _job_key(job, self._limits(job))
             cached = self._cache_get(key)
             if cached is not None:
                 results[index] = cached
@@ -406,7 +420,7 @@ class Sandbox:
     def _limits(self, job: Job) -> SandboxLimits:
         return job.limits or self.config.default_limits
 
-    def _cache_get(self, key: str) -> ExecResult | None:
+    def _cache_get(self, key: tuple | str) -> ExecResult | None:
         if not self.config.cache_size:
             return None
         with self._cache_lock:
@@ -417,7 +431,7 @@ class Sandbox:
             self.stats["cache_hits"] += 1
         return replace(result, cache_hit=True)
 
-    def _cache_put(self, key: str, result: ExecResult) -> None:
+    def _cache_put(self, key: tuple | str, result: ExecResult) -> None:
         if not self.config.cache_size:
             return
         with self._cache_lock:

@@ -20,7 +20,8 @@ from mucode_env.sandbox import (
 )
 from mucode_env.sandbox import jail
 from mucode_env.sandbox.checking import (
-    DecodeError, decode_value, judge_call, judge_stdio, parse_records, run_check, short_repr, stdout_matches,
+    DecodeError, decode_value, judge_call, judge_stdio, loads_strict, parse_records, run_check, short_repr,
+    stdout_matches,
 )
 from mucode_env.sandbox.sanitize import sanitize_output
 
@@ -106,6 +107,18 @@ def test_decode_rejects_values_too_deep():
         obj = [obj]
     with pytest.raises(DecodeError):
         decode_value(obj)
+
+
+@pytest.mark.parametrize("text", ['{"t": 0, "ok": true, "v": "[1, {\\"d\\": []}]"}', "[1, 2.5, null]", '"\\u00e9"',
+                                  "-0.5e3", "true"])
+def test_loads_strict_reads_what_json_loads_reads(text):
+    assert loads_strict(text) == json.loads(text)
+
+
+@pytest.mark.parametrize("text", ["", "[1] [2]", '{"t": 0}x', "[1", " [1]", "nul", "[" * 100000])
+def test_loads_strict_refuses_anything_but_one_exact_value(text):
+    with pytest.raises((ValueError, RecursionError)):
+        loads_strict(text)
 
 
 def test_parse_records_ignores_garbage_and_keeps_the_last_record():
@@ -408,6 +421,15 @@ def test_identical_jobs_in_a_batch_run_once_and_later_hit_the_cache(process_sb):
     assert process_sb.stats["executions"] == before["executions"] + 1
     other_limits = process_sb.execute([Job(job.code, job.tests, limits=SandboxLimits(per_test_s=1.5))])[0]
     assert not other_limits.cache_hit
+
+
+@linux_only
+def test_identical_jobs_run_once_even_with_tests_built_from_lists(process_sb):
+    listy = TestCase("assert f(2) == 6", ["f(2)"], "assert _0 == 6")  # exprs as a list: unhashable
+    job = Job("def f(x):\n    return x * 3\n# listy\n", (listy,))
+    before = process_sb.stats["executions"]
+    first, second = process_sb.execute([job, job])
+    assert first.passed and second.cache_hit and process_sb.stats["executions"] == before + 1
 
 
 @linux_only
