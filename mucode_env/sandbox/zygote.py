@@ -488,7 +488,7 @@ def _prepare_child_runtime(home):
     The host protocol has moved off descriptors 0 and 1 (they read and write /dev/null here), so
     the text streams on 0/1/2 can be built now: a child only points those descriptors at its
     memfds. The zygote itself never writes to them. Signal dispositions are the child's: SIGALRM
-    (no timer is ever armed in the zygote), SIGXFSZ (the zygote has no file size limit), SIGPIPE
+    (no timer is armed in the zygote once it serves), SIGXFSZ (the zygote has no file size limit), SIGPIPE
     (default: the zygote dies if its host or its preload sibling has gone, which the host
     handles as a dead worker). ``home`` is the zygote's scratch path, the same for every child.
     """
