@@ -433,6 +433,15 @@ def test_identical_jobs_run_once_even_with_tests_built_from_lists(process_sb):
 
 
 @linux_only
+def test_a_test_expression_that_does_not_compile_fails_alone(process_sb):
+    # The child compiles each expression under that test's own error handling.
+    result = process_sb.run("def f(x):\n    return x\n", [TestCase("bad", ("f(",), "assert _0 == 1"), T("f(1)", "1"),
+                                                          T("f(1) // 0", "0")])
+    assert [t.status for t in result.tests] == [Status.COMPILE_ERROR, Status.PASSED, Status.RUNTIME_ERROR]
+    assert "<test>" in result.tests[0].message and "ZeroDivisionError" in result.tests[2].message
+
+
+@linux_only
 def test_cache_can_be_disabled():
     with Sandbox(SandboxConfig(tier="process", n_workers=1, preload=(), cache_size=0)) as sandbox:
         job = Job("def f():\n    return 1\n", (T("f()", "1"),))
