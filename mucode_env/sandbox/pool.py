@@ -37,6 +37,9 @@ STARTUP_TIMEOUT_S = 30.0
 REPLY_MARGIN_S = 10.0
 DEFAULT_PRELOAD = ("numpy",)
 MAX_MESSAGE_BYTES = 256 << 20
+# Jobs sent to a worker in one message (each still runs in its own child): one round trip, one
+# wake-up of the host thread and of the zygote, for up to this many executions.
+MAX_BATCH = 8
 
 
 def starved(result: ExecResult) -> bool:
@@ -225,6 +228,18 @@ class _Worker:
             raise SandboxError(f"worker failed: {reply['infra_error']}")
         return reply
 
+    def request_batch(self, payloads: list[dict], timeout_s: float) -> list[dict]:
+        """Run several requests in one message; one reply each, in order. A reply may be an
+        ``infra_error`` of its own (the others stand)."""
+        self._send({"op": "batch", "requests": payloads})
+        reply = self._receive(timeout_s)
+        replies = reply.get("replies")
+        if not isinstance(replies, list) or len(replies) != len(payloads) \
+                or not all(isinstance(r, dict) for r in replies):
+            raise SandboxError(f"worker sent a malformed batch reply: {str(reply)[:200]}")
+        self.executions += len(payloads)
+        return replies
+
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
@@ -356,22 +371,25 @@ class Sandbox:
             else:
                 pending.setdefault(key, []).append(index)
         # One task per worker pulls jobs until none is left (not one future per job: a thread
-        # handoff per execution was a tenth of the host's CPU per execution).
-        todo = iter(list(pending.items()))
+        # handoff per execution was a tenth of the host's CPU per execution), several at a time
+        # while many remain (see MAX_BATCH), fewer towards the end so that workers finish together.
+        todo = list(pending.items())
+        todo.reverse()
         take = threading.Lock()
 
         def drain() -> None:
             while True:
                 with take:
-                    item = next(todo, None)
-                if item is None:
+                    size = max(1, min(MAX_BATCH, len(todo) // (2 * self.n_workers)))
+                    batch = [todo.pop() for _ in range(min(size, len(todo)))]
+                if not batch:
                     return
-                key, indices = item
-                result = self._run_job(jobs[indices[0]])
-                if result.status is not Status.SANDBOX_ERROR:
-                    self._cache_put(key, result)
-                for n, index in enumerate(indices):
-                    results[index] = result if n == 0 else replace(result, cache_hit=True)
+                batch_results = self._run_batch([jobs[indices[0]] for _, indices in batch])
+                for (key, indices), result in zip(batch, batch_results):
+                    if result.status is not Status.SANDBOX_ERROR:
+                        self._cache_put(key, result)
+                    for n, index in enumerate(indices):
+                        results[index] = result if n == 0 else replace(result, cache_hit=True)
 
         tasks = [self._executor.submit(drain) for _ in range(min(len(pending), self.n_workers))]
         for task in tasks:
@@ -465,14 +483,79 @@ class Sandbox:
         }
         return payload, reply_timeout
 
-    def _run_job(self, job: Job) -> ExecResult:
+    def _judge(self, job: Job, limits: SandboxLimits, reply: dict, deadline: float) -> ExecResult:
+        runs = reply.get("runs") or []
+        if job.is_stdio:
+            return judge_stdio(job.tests, runs, limits.memory_mb, limits.fsize_mb, deadline)
+        return judge_call(job.tests, runs[0] if runs else {}, limits.memory_mb, limits.fsize_mb, deadline)
+
+    def _retry_starved(self, result: ExecResult, attempt: int) -> bool:
+        return (attempt == 0 and result.status is Status.TIMEOUT and self.config.retry_starved_timeouts
+                and starved(result))
+
+    def _run_batch(self, batch: list[Job]) -> list[ExecResult]:
+        """Run jobs on one worker in one message; same verdicts, retries and errors as running
+        each with _run_job (the batch is each job's first attempt)."""
+        if len(batch) == 1:
+            return [self._run_job(batch[0])]
+        results: list[ExecResult | None] = [None] * len(batch)
+        prepared = []
+        for index, job in enumerate(batch):
+            limits = self._limits(job)
+            if not job.tests:
+                results[index] = ExecResult(Status.PASSED)
+                continue
+            payload, _ = self._payload(job, limits)
+            prepared.append((index, job, limits, payload))
+        if not prepared:
+            return results  # type: ignore[return-value]
+        timeout = sum(p[3]["limits"]["deadline_s"] for p in prepared) + REPLY_MARGIN_S
+        worker = self._idle.get()
+        replies: list[dict] | None = None
+        last_error = ""
+        try:
+            if not worker.alive() or worker.executions >= self.config.max_executions_per_worker:
+                worker.restart()
+                self.stats["restarts"] += 1
+            replies = worker.request_batch([p[3] for p in prepared], timeout)
+            if any(isinstance(run, dict) and run.get("dirty") for reply in replies for run in reply.get("runs") or ()):
+                self._recycle(worker)  # as in _run_job; the zygote ran nothing after the dirty one
+        except SandboxError as exc:
+            last_error = str(exc)
+            self.stats["retries"] += 1
+            try:
+                worker.restart()
+                self.stats["restarts"] += 1
+            except SandboxError as restart_error:
+                last_error += f"; restart failed: {restart_error}"
+        finally:
+            self._idle.put(worker)
+        for n, (index, job, limits, payload) in enumerate(prepared):
+            reply = replies[n] if replies is not None else None
+            if reply is None or "infra_error" in reply:
+                if reply is not None and reply.get("skipped"):
+                    results[index] = self._run_job(job)  # never ran: both attempts left
+                else:
+                    if reply is not None:
+                        last_error = f"worker failed: {reply['infra_error']}"
+                        self.stats["retries"] += 1
+                    results[index] = self._run_job(job, first_attempt=1, last_error=last_error)
+                continue
+            self.stats["executions"] += 1
+            result = self._judge(job, limits, reply, payload["limits"]["deadline_s"])
+            if self._retry_starved(result, 0):
+                self.stats["retries"] += 1
+                result = self._run_job(job, first_attempt=1)
+            results[index] = result
+        return results  # type: ignore[return-value]
+
+    def _run_job(self, job: Job, first_attempt: int = 0, last_error: str = "") -> ExecResult:
         limits = self._limits(job)
         if not job.tests:
             return ExecResult(Status.PASSED)
         payload, reply_timeout = self._payload(job, limits)
         deadline = payload["limits"]["deadline_s"]
-        last_error = ""
-        for attempt in range(2):
+        for attempt in range(first_attempt, 2):
             worker = self._idle.get()
             try:
                 if not worker.alive() or worker.executions >= self.config.max_executions_per_worker:
@@ -495,13 +578,8 @@ class Sandbox:
             finally:
                 self._idle.put(worker)
             self.stats["executions"] += 1
-            runs = reply.get("runs") or []
-            if job.is_stdio:
-                result = judge_stdio(job.tests, runs, limits.memory_mb, limits.fsize_mb, deadline)
-            else:
-                result = judge_call(job.tests, runs[0] if runs else {}, limits.memory_mb, limits.fsize_mb, deadline)
-            if (attempt == 0 and result.status is Status.TIMEOUT and self.config.retry_starved_timeouts
-                    and starved(result)):
+            result = self._judge(job, limits, reply, deadline)
+            if self._retry_starved(result, attempt):
                 self.stats["retries"] += 1
                 continue
             return result

@@ -733,7 +733,11 @@ def _read_exact(stream, n):
 
 
 def _send(stream, obj):
-    data = _dumps(obj).encode()
+    _send_text(stream, _dumps(obj))
+
+
+def _send_text(stream, text):
+    data = text.encode()
     stream.write(struct.pack(">I", len(data)) + data)
     stream.flush()
 
@@ -838,6 +842,11 @@ class _Heavy:
         body = _read_frame(self.inp)
         return struct.pack(">I", len(body)) + body
 
+    def forward_request(self, request):
+        """Run one request of a batch there; its reply as JSON text."""
+        data = marshal.dumps(request)
+        return self.forward(struct.pack(">I", len(data)) + data)[4:].decode("ascii")
+
 
 def _read_frame(stream):
     return _read_exact(stream, struct.unpack(">I", _read_exact(stream, 4))[0])
@@ -848,6 +857,32 @@ def _read_frame(stream):
 _load_request = marshal.loads
 
 
+def _infra_error(exc):
+    return {"infra_error": "%s: %s" % (type(exc).__name__, exc)}
+
+
+def _batch_reply(requests, zygote, heavy):
+    """The JSON text of the reply to a batch: one reply per request, in order, each run as if it
+    came alone. After a run whose scratch could not be wiped the rest are not run (the host
+    recycles the worker and runs them again)."""
+    texts = []
+    dirty = False
+    for request in requests:
+        if dirty:
+            texts.append('{"infra_error": "not run: a scratch dir could not be wiped", "skipped": true}')
+            continue
+        try:
+            if heavy is not None and heavy.wants(request):
+                texts.append(heavy.forward_request(request))
+                continue
+            reply = zygote.handle(request)
+            dirty = any(run.get("dirty") for run in reply["runs"])
+        except Exception as exc:  # this request's infrastructure trouble; the host retries it
+            reply = _infra_error(exc)
+        texts.append(_dumps(reply))
+    return '{"replies": [' + ", ".join(texts) + "]}"
+
+
 def _serve(inp, out, zygote, heavy=None):
     while True:
         try:
@@ -856,8 +891,12 @@ def _serve(inp, out, zygote, heavy=None):
             return
         body = _read_exact(inp, struct.unpack(">I", header)[0])
         request = _load_request(body)
-        if request.get("op") == "ping":
+        op = request.get("op")
+        if op == "ping":
             _send(out, {"pong": True})
+            continue
+        if op == "batch":
+            _send_text(out, _batch_reply(request["requests"], zygote, heavy))
             continue
         try:
             if heavy is not None and heavy.wants(request):
@@ -866,7 +905,7 @@ def _serve(inp, out, zygote, heavy=None):
                 continue
             reply = zygote.handle(request)
         except Exception as exc:  # report infrastructure trouble; the host retries
-            reply = {"infra_error": "%s: %s" % (type(exc).__name__, exc)}
+            reply = _infra_error(exc)
         _send(out, reply)
 
 

@@ -22,6 +22,7 @@ psutil = pytest.importorskip("psutil")
 from mucode_env.problem import TestCase  # noqa: E402
 from mucode_env.sandbox import Job, Sandbox, SandboxConfig, SandboxLimits, Status, render_feedback  # noqa: E402
 from mucode_env.sandbox.jail import BASE_UID, bwrap_path  # noqa: E402
+from mucode_env.sandbox.pool import _Worker  # noqa: E402
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux") or bwrap_path() is None or os.geteuid() != 0,
@@ -513,6 +514,36 @@ def test_legitimate_program_passes(sb, name):
     assert result.status is Status.PASSED, result
     if name == "large_allowed_output":
         assert result.output_truncated and result.output.startswith("line 0 ")
+
+
+def test_hostile_and_legitimate_programs_in_one_batch_get_the_verdicts_they_get_alone(sb, monkeypatch):
+    # execute() sends a worker several jobs per message: every job still runs in its own child,
+    # under its own limits, and gets the verdict it gets when it runs alone (the tests above).
+    batches = []
+    request_batch = _Worker.request_batch
+    monkeypatch.setattr(_Worker, "request_batch",
+                        lambda self, payloads, timeout: batches.append(len(payloads)) or request_batch(self, payloads, timeout))
+    jobs, expected = [], []
+    for name, (code, tests, limits, status, text) in CASES.items():
+        jobs.append(Job(code + f"\n# {name}\n", tuple(tests), "", limits))
+        expected.append((name, status, text))
+    for name, (code, tests) in CONTROLS.items():
+        setup = "def helper(x):\n    return x * 2\n" if name == "test_setup_code" else ""
+        jobs.append(Job(code, tuple(tests), setup, SandboxLimits(per_test_s=5.0)))
+        expected.append((name, Status.PASSED, ""))
+    jobs.append(Job("print(sum(map(int, input().split())))\n", tuple(STDIO), "", FAST))
+    expected.append(("stdio", Status.PASSED, ""))
+    order = list(range(len(jobs)))
+    order = order[::2] + order[1::2]  # hostile and legitimate jobs side by side in the batches
+    pids = sb.worker_pids()
+    results = sb.execute([jobs[i] for i in order])
+    for i, result in zip(order, results):
+        name, status, text = expected[i]
+        assert result.status is status, (name, result)
+        assert text in (result.message + " " + " ".join(str(t.got) + " " + t.message for t in result.tests)), name
+    assert sb.worker_pids() == pids
+    assert_clean(sb)
+    assert max(batches) > 1 and sum(batches) > len(jobs) // 2  # most jobs went in batches
 
 
 DETERMINISTIC = (

@@ -534,6 +534,61 @@ def test_auto_tier_picks_bwrap_when_it_works():
 
 
 # A zygote that greets the host and then dies on the first request.
+class _ScriptedZygote:
+    """Stands in for the zygote's Zygote in _batch_reply: canned replies, in order."""
+
+    def __init__(self, replies):
+        self.replies, self.handled = list(replies), []
+
+    def handle(self, request):
+        self.handled.append(request["n"])
+        reply = self.replies.pop(0)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+
+def test_batch_reply_runs_each_request_and_stops_after_a_dirty_scratch():
+    ok, dirty = {"runs": [{"records": "", "dirty": False}]}, {"runs": [{"records": "", "dirty": True}]}
+    fake = _ScriptedZygote([ok, OSError("no memfd"), dirty, ok])
+    replies = json.loads(zygote._batch_reply([{"n": i} for i in range(5)], fake, None))["replies"]
+    assert fake.handled == [0, 1, 2]  # nothing runs after the scratch that could not be wiped
+    assert replies[0] == ok and replies[2] == dirty
+    assert replies[1] == {"infra_error": "OSError: no memfd"}
+    assert replies[3] == replies[4] == {"infra_error": "not run: a scratch dir could not be wiped", "skipped": True}
+
+
+@linux_only
+def test_batch_replies_that_failed_are_run_again_alone_with_the_same_verdicts(process_sb, monkeypatch):
+    # A batch's per-job infrastructure error is that job's first attempt (one retry left); a job
+    # the zygote skipped never ran (both attempts left); a batch that fails as a whole is every
+    # job's first attempt. Verdicts are those of running alone.
+    from mucode_env.sandbox.pool import _Worker
+
+    real = _Worker.request_batch
+
+    def scripted(self, payloads, timeout):
+        replies = real(self, payloads, timeout)
+        replies[1] = {"infra_error": "RuntimeError: scripted"}
+        replies[2:] = [{"infra_error": "not run", "skipped": True}] * (len(replies) - 2)
+        return replies
+
+    monkeypatch.setattr(_Worker, "request_batch", scripted)
+    jobs = [Job(f"def f():\n    return {i}\n# batch {i}\n", (T("f()", "1"),)) for i in range(4)]
+    retries = process_sb.stats["retries"]
+    results = process_sb._run_batch(jobs)
+    assert [r.status for r in results] == [Status.WRONG_ANSWER, Status.PASSED, Status.WRONG_ANSWER, Status.WRONG_ANSWER]
+    assert [r.tests[0].got for r in results] == ["0", "1", "2", "3"]
+    assert process_sb.stats["retries"] == retries + 1
+
+    def broken(self, payloads, timeout):
+        raise SandboxError("worker exited")
+
+    monkeypatch.setattr(_Worker, "request_batch", broken)
+    results = process_sb._run_batch(jobs)
+    assert [r.tests[0].got for r in results] == ["0", "1", "2", "3"]
+
+
 DIES_ON_REQUEST = (
     "import sys, struct, json\n"
     "inp, out = sys.stdin.buffer, sys.stdout.buffer\n"
@@ -557,10 +612,14 @@ def test_worker_that_dies_on_every_request_gives_sandbox_error_not_a_model_failu
         assert "retried" in result.message and not result.passed
         with pytest.raises(ValueError):
             render_feedback(result, job.tests)
+        # the same in batches (several jobs per message): every job is tried twice, then reported
+        many = [Job(f"def f():\n    return 1\n# {i}\n", (T("f()", "1"),)) for i in range(6)]
+        assert all(r.status is Status.SANDBOX_ERROR and "retried" in r.message for r in sandbox.execute(many))
         # infrastructure failures are never cached: a healthy worker gives the real verdict
         worker.spec.argv[:] = jail.build_worker("process", 0, (), 64, sandbox._seccomp_hex).argv
         worker.kill()
         assert sandbox.execute([job])[0].status is Status.PASSED
+        assert all(r.status is Status.PASSED for r in sandbox.execute(many))
 
 
 @linux_only
