@@ -505,11 +505,12 @@ class Sandbox:
             if not job.tests:
                 results[index] = ExecResult(Status.PASSED)
                 continue
-            payload, _ = self._payload(job, limits)
-            prepared.append((index, job, limits, payload))
+            payload, reply_timeout = self._payload(job, limits)
+            prepared.append((index, job, limits, payload, reply_timeout))
         if not prepared:
             return results  # type: ignore[return-value]
-        timeout = sum(p[3]["limits"]["deadline_s"] for p in prepared) + REPLY_MARGIN_S
+        # The jobs run one after the other: their budgets add up (one margin for the message).
+        timeout = sum(p[4] - REPLY_MARGIN_S for p in prepared) + REPLY_MARGIN_S
         worker = self._idle.get()
         replies: list[dict] | None = None
         last_error = ""
@@ -530,7 +531,7 @@ class Sandbox:
                 last_error += f"; restart failed: {restart_error}"
         finally:
             self._idle.put(worker)
-        for n, (index, job, limits, payload) in enumerate(prepared):
+        for n, (index, job, limits, payload, _) in enumerate(prepared):
             reply = replies[n] if replies is not None else None
             if reply is None or "infra_error" in reply:
                 if reply is not None and reply.get("skipped"):
