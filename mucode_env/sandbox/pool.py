@@ -61,7 +61,9 @@ class SandboxConfig:
         tier: "auto" (bwrap jail if it works, else the process tier with a warning), "bwrap",
             "process", or "none" (no uid switch, no seccomp: explicit opt-in only).
         n_workers: worker processes; default one per core.
-        preload: packages imported once per worker (and made visible inside the jail).
+        preload: packages made visible inside the jail and imported once per worker, in a second
+            fork server that runs the programs whose code or setup names one of them (the
+            others fork from a zygote without them, which is cheaper).
         tmpfs_mb: size of each jail's private /tmp.
         cache_size: results kept for identical (code, tests, limits); 0 disables the cache.
         max_executions_per_worker: recycle a worker after this many executions.
