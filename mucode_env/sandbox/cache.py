@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -22,16 +22,16 @@ if TYPE_CHECKING:
 
 
 class ResultCache:
-    """A thread-safe LRU of verdicts keyed by ``Job.cache_key``; size 0 disables it."""
+    """A thread-safe LRU of verdicts keyed by ``Job.key``; size 0 disables it."""
 
     def __init__(self, size: int) -> None:
         if size < 0:
             raise ValueError(f"cache size must be >= 0, got {size}")
         self.size = size
-        self._entries: OrderedDict[str, ExecResult] = OrderedDict()
+        self._entries: OrderedDict[Hashable, ExecResult] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: str) -> ExecResult | None:
+    def get(self, key: Hashable) -> ExecResult | None:
         """The cached verdict marked ``cache_hit``, or None."""
         if not self.size:
             return None
@@ -42,7 +42,7 @@ class ResultCache:
             self._entries.move_to_end(key)
         return replace(result, cache_hit=True)
 
-    def put(self, key: str, result: ExecResult) -> None:
+    def put(self, key: Hashable, result: ExecResult) -> None:
         """Keep ``result`` unless it is an infrastructure failure (those are retried, not cached)."""
         if not self.size or result.status is Status.SANDBOX_ERROR:
             return
@@ -62,11 +62,11 @@ def run_once_each(jobs: Sequence["Job"], default_limits: SandboxLimits, cache: R
     from mucode_env.sandbox.pool import Job  # pool imports this module
 
     results: list[ExecResult | None] = [None] * len(jobs)
-    pending: dict[str, list[int]] = {}
+    pending: dict[Hashable, list[int]] = {}
     for index, job in enumerate(jobs):
         if not isinstance(job, Job):
             raise TypeError(f"execute() takes Job objects, got {type(job).__name__} at index {index}")
-        key = job.cache_key(job.limits or default_limits)
+        key = job.key(job.limits or default_limits)
         cached = cache.get(key)
         if cached is not None:
             results[index] = cached

@@ -18,6 +18,7 @@ This file must not import anything from the project: the project tree is not mou
 import collections
 import ctypes
 import json
+import marshal
 import os
 import resource
 import select
@@ -58,8 +59,11 @@ def _run_delay_ms(pid):
     The host tells a load-starved timeout (long run-queue wait) from a program that sleeps
     (no wait) with it, and retries only the first."""
     try:
-        with open(f"/proc/{pid}/schedstat") as f:
-            return int(f.read().split()[1]) / 1e6
+        fd = os.open("/proc/%d/schedstat" % pid, os.O_RDONLY)  # no text file object: hot path
+        try:
+            return int(os.read(fd, 200).split()[1]) / 1e6
+        finally:
+            os.close(fd)
     except (OSError, ValueError, IndexError):
         return None
 
@@ -187,8 +191,25 @@ def _flush_output():
         pass
 
 
+def _make_dumps():
+    """``json.dumps(obj)`` (ASCII, no check for reference cycles) without its Python layers.
+
+    json.dumps goes through JSONEncoder.encode and iterencode and builds a new C encoder per
+    call; in a fresh child those first calls cost copy-on-write faults. What is encoded here
+    (replies, records, values rebuilt by _encode) never contains a cycle."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return json.dumps
+    encode = make(None, json.JSONEncoder().default, json.encoder.encode_basestring_ascii, None,
+                  ": ", ", ", False, False, True)
+    return lambda obj: "".join(encode(obj, 0))
+
+
+_dumps = _make_dumps()
+
+
 def _write_record(record):
-    data = (json.dumps(record, ensure_ascii=True) + "\n").encode()
+    data = (_dumps(record) + "\n").encode()
     view = memoryview(data)
     while view:
         n = os.write(RESULT_FD, view)
@@ -207,7 +228,7 @@ def _emergency_timeout():
     The tests after this one are reported as not run; the run's verdict is TIMEOUT either way.
     """
     try:
-        os.write(RESULT_FD, ("\n" + json.dumps({"t": _ALARM["test"], "ok": False, "kind": "timeout",
+        os.write(RESULT_FD, ("\n" + _dumps({"t": _ALARM["test"], "ok": False, "kind": "timeout",
                                                  "ms": (time.perf_counter() - _ALARM["started"]) * 1e3}) + "\n").encode())
     except BaseException:
         pass
@@ -317,7 +338,7 @@ def _run_call(request):
             _set_alarm(per_test_s, test=index)
             values = [eval(compile(e, "<test>", "eval", dont_inherit=True), namespace) for e in exprs]
             # Encoding stays under the test's alarm and a size budget (hostile return values).
-            encoded = json.dumps([_encode(v, 0, [value_bytes]) for v in values], ensure_ascii=True)
+            encoded = _dumps([_encode(v, 0, [value_bytes]) for v in values])
             _set_alarm(0)
             del values
             if len(encoded) > value_bytes:
@@ -360,6 +381,80 @@ def _run_stdio(request):
     _write_record({"t": 0, "ok": True, "ms": (time.perf_counter() - started) * 1e3})
 
 
+# Programs the zygote runs through the children's code path before serving (_warm_up).
+_WARM_UP_PROGRAMS = (
+    """
+from collections import Counter
+
+
+class Point:
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def norm(self):
+        return (self.x ** 2 + self.y ** 2) ** 0.5
+
+
+def solve(items, k=2):
+    total, seen = 0, {}
+    for i, v in enumerate(items):
+        if v % k == 0 and v not in seen:
+            seen[v] = i
+        total += v * v
+    pairs = [(a, b) for a in items for b in items if a < b]
+    words = " ".join(str(v) for v in sorted(set(items), reverse=True))
+    try:
+        ratio = total / len(items)
+    except ZeroDivisionError:
+        ratio = 0.0
+    best = max(items, key=lambda v: -v) if items else None
+    return total, len(pairs), words, ratio, best, f"{total:>4}", seen, Counter(items), b"x", {1, 2}, [True, None]
+
+
+def fib(n):
+    return n if n < 2 else fib(n - 1) + fib(n - 2)
+""",
+    "def solve(items):\n    return items.no_such_method()\n",
+    "def solve(:\n",
+)
+_WARM_UP_TESTS = [["solve([3, 1, 4, 1, 5, 9, 2, 6])"], ["Point(3, 4).norm()", "fib(10)"], ["solve([])"], ["solve(None)"]]
+
+
+def _warm_up():
+    """Run the children's code path (compile, exec, evaluate, encode, report, and the failure
+    paths) a few times in the zygote before it serves.
+
+    The first compile() and the first runs of each function in a process initialise state
+    lazily (parser and compiler caches, method caches, specialised bytecode); done in every
+    child, that was ~30 copy-on-write faults per execution (with the standard preloads; ~200
+    in a zygote that preloads nothing). Done here once, children inherit it. The records go to
+    a throwaway memfd, nothing new is imported or printed, and the state a child sees (alarm
+    bookkeeping, random's seed, stdio buffers) is restored afterwards. No gc.collect() after
+    it: that rewrites every object's header and cost more faults per fork than it saved.
+    """
+    sink = os.memfd_create("warm-up", 0)
+    try:
+        saved = os.dup(RESULT_FD)  # the host pipe may sit on fd 3
+    except OSError:
+        saved = None
+    os.dup2(sink, RESULT_FD)
+    try:
+        for _ in range(3):
+            for code in _WARM_UP_PROGRAMS:
+                _run_call({"code": code, "setup": "", "tests": _WARM_UP_TESTS, "per_test_s": 60.0,
+                           "value_bytes": 1 << 20})
+    finally:
+        _set_alarm(0)
+        if saved is None:
+            os.close(RESULT_FD)
+        else:
+            os.dup2(saved, RESULT_FD)
+            os.close(saved)
+        os.close(sink)
+        _flush_output()
+        _ALARM.update({"test": -1, "fired": 0, "started": 0.0, "grace": 0.5})
+
+
 class _SockFilter(ctypes.Structure):
     _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte), ("k", ctypes.c_uint)]
 
@@ -387,14 +482,40 @@ def _wipe_tree(path, deadline, depth):
     return True
 
 
+def _prepare_child_runtime(home):
+    """Set up, once in the zygote, the runtime every child starts with.
+
+    The host protocol has moved off descriptors 0 and 1 (they read and write /dev/null here), so
+    the text streams on 0/1/2 can be built now: a child only points those descriptors at its
+    memfds. The zygote itself never writes to them. Signal dispositions are the child's: SIGALRM
+    (no timer is armed in the zygote once it serves), SIGXFSZ (the zygote has no file size limit), SIGPIPE
+    (default: the zygote dies if its host or its preload sibling has gone, which the host
+    handles as a dead worker). ``home`` is the zygote's scratch path, the same for every child.
+    """
+    os.environ.clear()
+    os.environ.update({"PYTHONHASHSEED": "0", "LANG": "C.UTF-8", "HOME": home})
+    sys.modules["random"].seed(0)  # every child starts from this state (see _child)
+    sys.set_int_max_str_digits(0)
+    sys.argv = ["solution.py"]
+    sys.stdin = open(0, "r", encoding="utf-8", errors="replace", closefd=False)
+    sys.stdout = open(1, "w", encoding="utf-8", errors="backslashreplace", closefd=False, buffering=1 << 16)
+    sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False, buffering=1)
+    signal.signal(signal.SIGXFSZ, signal.SIG_DFL)  # output floods die by SIGXFSZ
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    signal.signal(signal.SIGALRM, _on_alarm)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
 class Zygote:
-    def __init__(self, config):
+    def __init__(self, config, prefix="s"):
+        # Scratch dir of every child: <scratch_root>/s (<scratch_root>/n in the preload zygote).
         self.uid = config.get("uid")  # None: do not switch uid (not root)
         self.scratch_root = config["scratch_root"]
         self.seccomp_bpf = bytes.fromhex(config["seccomp_bpf"]) if config.get("seccomp_bpf") else b""
         self.libc = ctypes.CDLL(None, use_errno=True)
         self.libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-        self.tmp_counter = 0
+        self.scratch = os.path.join(self.scratch_root, prefix)
+        self._devnull = os.open(os.devnull, os.O_RDONLY)  # stdin of children without input
         if self.seccomp_bpf:
             n = len(self.seccomp_bpf) // 8
             self._filters = (_SockFilter * n).from_buffer_copy(self.seccomp_bpf)
@@ -402,6 +523,10 @@ class Zygote:
 
     # ---- child -------------------------------------------------------------------------------
     def _child(self, request, scratch, stdin_fd, out_fd, err_fd, result_fd, limits):
+        # Only what differs per execution happens here: everything that is the same for every
+        # child (stdio objects, environment, argv, signal dispositions) was prepared once by
+        # _prepare_child_runtime in the zygote. Each Python statement here costs copy-on-write
+        # page faults in a forked child, which made up most of an execution's CPU.
         os.setsid()
         os.dup2(stdin_fd, 0)
         os.dup2(out_fd, 1)
@@ -409,9 +534,6 @@ class Zygote:
         os.dup2(result_fd, RESULT_FD)
         # Close every other inherited descriptor (host pipes among them).
         os.closerange(RESULT_FD + 1, 65536)
-        signal.signal(signal.SIGXFSZ, signal.SIG_DFL)  # output floods die by SIGXFSZ
-        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-        signal.signal(signal.SIGALRM, _on_alarm)
         memory = limits["memory_mb"] << 20
         resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
         cpu = int(limits["cpu_s"])
@@ -419,31 +541,19 @@ class Zygote:
         fsize = limits["fsize_mb"] << 20
         resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
         resource.setrlimit(resource.RLIMIT_NOFILE, (limits["nofile"], limits["nofile"]))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         os.chdir(scratch)
         if self.uid is not None:
             resource.setrlimit(resource.RLIMIT_NPROC, (limits["nproc"], limits["nproc"]))
             os.setgroups([])
             os.setgid(self.uid)
             os.setuid(self.uid)
-        else:
-            # Without a uid switch RLIMIT_NPROC would count the whole user; seccomp forbids forks.
-            pass
-        if self.libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-            os._exit(121)
+        # Without a uid switch RLIMIT_NPROC would count the whole user; seccomp forbids forks.
+        # PR_SET_NO_NEW_PRIVS is inherited: main() set it in the zygote (_no_new_privs).
         if self.seccomp_bpf:
             if self.libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(self._prog), 0, 0) != 0:
                 os._exit(122)
-        os.environ.clear()
-        os.environ.update({"PYTHONHASHSEED": "0", "HOME": scratch, "LANG": "C.UTF-8"})
-        import random
-
-        random.seed(0)
-        sys.set_int_max_str_digits(0)
-        sys.argv = ["solution.py"]
-        sys.stdin = open(0, "r", encoding="utf-8", errors="replace", closefd=False)
-        sys.stdout = open(1, "w", encoding="utf-8", errors="backslashreplace", closefd=False, buffering=1 << 16)
-        sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False, buffering=1)
+        if _CHILD_RESEEDS:  # random's at-fork hook reseeded this child from the OS
+            sys.modules["random"].seed(0)
         try:
             if request["mode"] == "stdio":
                 _run_stdio(request)
@@ -471,7 +581,9 @@ class Zygote:
         return fd
 
     def _read_capture(self, fd, capture_bytes):
-        size = os.fstat(fd).st_size
+        size = os.lseek(fd, 0, os.SEEK_END)  # not fstat: its result is ~20 new objects
+        if not size:
+            return "", False, 0
         if size <= capture_bytes:
             return os.pread(fd, size, 0).decode("utf-8", "replace"), False, size
         half = capture_bytes // 2
@@ -485,18 +597,30 @@ class Zygote:
         which frees the whole tmpfs at once. A synchronous rmtree of such a tree took longer than
         the host's reply timeout, which a hostile program could use to force SANDBOX_ERRORs.
         """
-        deadline = time.monotonic() + WIPE_BUDGET_S
-        if not os.path.lexists(scratch):
+        try:
+            os.rmdir(scratch)  # the common case: the program wrote no file
             return True
+        except FileNotFoundError:
+            return True
+        except OSError:
+            pass
+        deadline = time.monotonic() + WIPE_BUDGET_S
         try:
             return _wipe_tree(scratch, deadline, 0)
         except BaseException:  # OSError (ENAMETOOLONG...), RecursionError, MemoryError
             return False
 
     def _new_scratch(self):
-        self.tmp_counter += 1
-        scratch = os.path.join(self.scratch_root, "s%d" % self.tmp_counter)
-        os.mkdir(scratch, 0o700)
+        # The same path for every child (so HOME is set once in the zygote): the previous
+        # child's directory was removed after it ended, or the host recycled the worker. A
+        # leftover (a worker restarted on the host's filesystem) is wiped first.
+        scratch = self.scratch
+        try:
+            os.mkdir(scratch, 0o700)
+        except FileExistsError:
+            if not self._wipe(scratch):
+                raise
+            os.mkdir(scratch, 0o700)
         if self.uid is not None:
             os.chown(scratch, self.uid, self.uid)
         return scratch
@@ -504,13 +628,12 @@ class Zygote:
     def execute_one(self, request, limits, stdin=b"", keep_stdout=False):
         """Fork one child, wait for it under the deadline, collect what it left."""
         scratch = self._new_scratch()
-        stdin_fd = self._memfd("stdin", stdin) if stdin else os.open(os.devnull, os.O_RDONLY)
+        stdin_fd = self._memfd("stdin", stdin) if stdin else self._devnull
         out_fd = self._memfd("out")
         err_fd = self._memfd("err") if keep_stdout else out_fd
         result_fd = self._memfd("result")
         deadline_s = float(limits["deadline_s"])
         started = time.monotonic()
-        usage_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child
             try:
@@ -523,7 +646,7 @@ class Zygote:
             pidfd = os.pidfd_open(pid)
         except OSError:
             pidfd = None
-        status = None
+        status = usage = None
         while True:
             remaining = deadline_s - (time.monotonic() - started)
             if remaining <= 0:
@@ -534,9 +657,9 @@ class Zygote:
                 if ready:
                     break
             else:
-                done, st = os.waitpid(pid, os.WNOHANG)
+                done, st, ru = os.wait4(pid, os.WNOHANG)
                 if done:
-                    status = st
+                    status, usage = st, ru
                     break
                 time.sleep(min(0.005, remaining))
         run_delay_ms = _run_delay_ms(pid)  # before the reap (a zombie still has its schedstat)
@@ -550,24 +673,27 @@ class Zygote:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-            _, status = os.waitpid(pid, 0)
+            _, status, usage = os.wait4(pid, 0)  # the child's own rusage: no getrusage before/after
         if pidfd is not None:
             os.close(pidfd)
         wall_ms = (time.monotonic() - started) * 1e3
-        usage_after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu_ms = ((usage_after.ru_utime - usage_before.ru_utime) + (usage_after.ru_stime - usage_before.ru_stime)) * 1e3
+        cpu_ms = (usage.ru_utime + usage.ru_stime) * 1e3
         capture = int(limits["capture_bytes"])
         output, truncated, output_size = self._read_capture(out_fd, capture)
         stdout_full = None
         if keep_stdout:
-            size = os.fstat(out_fd).st_size
+            size = os.lseek(out_fd, 0, os.SEEK_END)
             stdout_full = os.pread(out_fd, size, 0).decode("utf-8", "replace")
             stderr_text, _, _ = self._read_capture(err_fd, capture)
             output = stderr_text
-        result_size = os.fstat(result_fd).st_size
+        result_size = os.lseek(result_fd, 0, os.SEEK_END)
         records = os.pread(result_fd, min(result_size, 64 << 20), 0).decode("utf-8", "replace")
-        for fd in {stdin_fd, out_fd, err_fd, result_fd}:
-            os.close(fd)
+        if stdin_fd != self._devnull:
+            os.close(stdin_fd)
+        if err_fd != out_fd:
+            os.close(err_fd)
+        os.close(out_fd)
+        os.close(result_fd)
         clean = self._wipe(scratch)
         reply = {
             "dirty": not clean,
@@ -607,41 +733,205 @@ def _read_exact(stream, n):
 
 
 def _send(stream, obj):
-    data = json.dumps(obj).encode()
+    _send_text(stream, _dumps(obj))
+
+
+def _send_text(stream, text):
+    data = text.encode()
     stream.write(struct.pack(">I", len(data)) + data)
     stream.flush()
 
 
-def main():
-    inp = sys.stdin.buffer
-    out = sys.stdout.buffer
-    config = json.loads(_read_exact(inp, struct.unpack(">I", _read_exact(inp, 4))[0]))
-    for path in config.get("sys_path", []):
-        sys.path.append(path)
-    preloaded = []
-    for name in list(PRELOAD) + list(config.get("preload", [])):
+def _no_new_privs():
+    """PR_SET_NO_NEW_PRIVS for the zygote, so for every child it forks (the flag is inherited and
+    cannot be cleared). The zygote never executes a program; setting it once here spares each
+    child a ctypes call (~0.1 ms of copy-on-write faults)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
+
+
+# Whether each child must reseed random itself (only if random was imported with its hook).
+_CHILD_RESEEDS = False
+
+
+def _import_random_without_fork_hook():
+    """Import random without the at-fork hook it registers, which reseeds from os.urandom in
+    every forked child: ~50 copy-on-write faults (~0.25 ms) per child, wasted since every child
+    must start from seed 0 anyway, which _prepare_child_runtime sets once in the zygote (it
+    never draws from random itself). Done in the zygote only, before anything else imports
+    random; os.register_at_fork is restored at once, so programs see the real one."""
+    global _CHILD_RESEEDS
+    if "random" in sys.modules:
+        _CHILD_RESEEDS = True
+        return
+    register = os.register_at_fork
+    os.register_at_fork = lambda **hooks: None
+    try:
+        import random  # noqa: F401
+    finally:
+        os.register_at_fork = register
+
+
+def _import_all(names):
+    imported = []
+    for name in names:
         try:
             __import__(name)
-            preloaded.append(name)
+            imported.append(name)
         except Exception:
             pass
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    zygote = Zygote(config)
-    _send(out, {"ready": True, "pid": os.getpid(), "preloaded": preloaded})
+    return imported
+
+
+class _Heavy:
+    """The second fork server of a worker, for programs that use a preloaded package.
+
+    Forking costs in proportion to the forking process's memory: numpy doubled the zygote's
+    anonymous memory and mappings, and made every child's fork and exit ~0.5 ms dearer, for the
+    few programs that use it. So the zygote forks this sibling at startup, which imports the
+    packages and serves, over a pipe pair, the requests whose code or setup names one of them
+    (a substring test; a program that imports one some other way still works, in the lean
+    zygote, only slower). Same Zygote code, uid, limits and seccomp filter for its children.
+    """
+
+    def __init__(self, config, host_streams):
+        self.names = [name for name in config.get("preload", []) if name]
+        to_heavy_r, to_heavy_w = os.pipe()
+        from_heavy_r, from_heavy_w = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:  # the heavy zygote: never touches the host's pipe again
+            try:
+                for stream in host_streams:
+                    stream.close()
+                os.close(to_heavy_w)
+                os.close(from_heavy_r)
+                inp, out = os.fdopen(to_heavy_r, "rb"), os.fdopen(from_heavy_w, "wb")
+                preloaded = _import_all(self.names)
+                zygote = Zygote(config, prefix="n")
+                _prepare_child_runtime(zygote.scratch)
+                _warm_up()
+                sys.modules["random"].seed(0)
+                _send(out, {"ready": True, "preloaded": preloaded})
+                _serve(inp, out, zygote)
+            except BaseException:
+                import traceback
+
+                traceback.print_exc()  # to the worker's stderr: the host shows it if startup fails
+            finally:
+                os._exit(0)
+        os.close(to_heavy_r)
+        os.close(from_heavy_w)
+        self.inp, self.out = os.fdopen(from_heavy_r, "rb"), os.fdopen(to_heavy_w, "wb")
+        ready = json.loads(_read_frame(self.inp))
+        self.preloaded = ready.get("preloaded", [])
+
+    def wants(self, request):
+        code = request.get("code") or ""
+        setup = request.get("setup") or ""
+        for name in self.names:
+            if name in code or name in setup:
+                return True
+        return False
+
+    def forward(self, frame):
+        """Relay one raw request frame and return the heavy zygote's raw reply frame."""
+        self.out.write(frame)
+        self.out.flush()
+        body = _read_frame(self.inp)
+        return struct.pack(">I", len(body)) + body
+
+    def forward_request(self, request):
+        """Run one request of a batch there; its reply as JSON text."""
+        data = marshal.dumps(request)
+        return self.forward(struct.pack(">I", len(data)) + data)[4:].decode("ascii")
+
+
+def _read_frame(stream):
+    return _read_exact(stream, struct.unpack(">I", _read_exact(stream, 4))[0])
+
+
+# Messages from the host (requests, the config) are marshal: the host is trusted and runs the
+# same interpreter, and marshal is much cheaper than JSON. Replies to the host are JSON.
+_load_request = marshal.loads
+
+
+def _infra_error(exc):
+    return {"infra_error": "%s: %s" % (type(exc).__name__, exc)}
+
+
+def _batch_reply(requests, zygote, heavy):
+    """The JSON text of the reply to a batch: one reply per request, in order, each run as if it
+    came alone. After a run whose scratch could not be wiped the rest are not run (the host
+    recycles the worker and runs them again)."""
+    texts = []
+    dirty = False
+    for request in requests:
+        if dirty:
+            texts.append('{"infra_error": "not run: a scratch dir could not be wiped", "skipped": true}')
+            continue
+        try:
+            if heavy is not None and heavy.wants(request):
+                texts.append(heavy.forward_request(request))
+                continue
+            reply = zygote.handle(request)
+            dirty = any(run.get("dirty") for run in reply["runs"])
+        except Exception as exc:  # this request's infrastructure trouble; the host retries it
+            reply = _infra_error(exc)
+        texts.append(_dumps(reply))
+    return '{"replies": [' + ", ".join(texts) + "]}"
+
+
+def _serve(inp, out, zygote, heavy=None):
     while True:
         try:
             header = _read_exact(inp, 4)
         except EOFError:
             return
-        request = json.loads(_read_exact(inp, struct.unpack(">I", header)[0]))
-        if request.get("op") == "ping":
+        body = _read_exact(inp, struct.unpack(">I", header)[0])
+        request = _load_request(body)
+        op = request.get("op")
+        if op == "ping":
             _send(out, {"pong": True})
             continue
+        if op == "batch":
+            _send_text(out, _batch_reply(request["requests"], zygote, heavy))
+            continue
         try:
+            if heavy is not None and heavy.wants(request):
+                out.write(heavy.forward(header + body))
+                out.flush()
+                continue
             reply = zygote.handle(request)
         except Exception as exc:  # report infrastructure trouble; the host retries
-            reply = {"infra_error": "%s: %s" % (type(exc).__name__, exc)}
+            reply = _infra_error(exc)
         _send(out, reply)
+
+
+def main():
+    # The host protocol moves to new descriptors; 0 and 1 become /dev/null until a child points
+    # them at its memfds (see _prepare_child_runtime).
+    inp = os.fdopen(os.dup(0), "rb")
+    out = os.fdopen(os.dup(1), "wb")
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+    config = _load_request(_read_frame(inp))
+    for path in config.get("sys_path", []):
+        sys.path.append(path)
+    _no_new_privs()
+    _import_random_without_fork_hook()
+    preloaded = _import_all(PRELOAD)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    heavy = _Heavy(config, (inp, out)) if config.get("preload") else None
+    zygote = Zygote(config)
+    _prepare_child_runtime(zygote.scratch)
+    _warm_up()
+    sys.modules["random"].seed(0)  # unchanged by the warm-up; reseeded all the same
+    _send(out, {"ready": True, "pid": os.getpid(), "preloaded": preloaded + (heavy.preloaded if heavy else [])})
+    _serve(inp, out, zygote, heavy)
 
 
 if __name__ == "__main__":

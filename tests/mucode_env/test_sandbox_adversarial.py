@@ -7,10 +7,12 @@ an untouched neighbour episode. Legitimate controls must pass, and results must 
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib.util
 import os
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -21,13 +23,14 @@ psutil = pytest.importorskip("psutil")
 from mucode_env.feedback import render_feedback  # noqa: E402
 from mucode_env.sandbox import Job, Sandbox, SandboxConfig, SandboxLimits, Status  # noqa: E402
 from mucode_env.sandbox.jail import BASE_UID, JAIL_PY, bwrap_path  # noqa: E402
+from mucode_env.sandbox.pool import _Worker  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("hostile_programs", Path(__file__).with_name("hostile_programs.py"))
 hostile = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(hostile)
-CASES, CONTROLS, FAST, HOST_TARGETS, MARK, SECRET, STDIO, T = (
-    hostile.CASES, hostile.CONTROLS, hostile.FAST, hostile.HOST_TARGETS, hostile.MARK, hostile.SECRET, hostile.STDIO,
-    hostile.T)
+CASES, CONTROLS, FAST, HOST_TARGETS, MARK, SECRET, SHORT, STDIO, T = (
+    hostile.CASES, hostile.CONTROLS, hostile.FAST, hostile.HOST_TARGETS, hostile.MARK, hostile.SECRET, hostile.SHORT,
+    hostile.STDIO, hostile.T)
 REPO, DATA_DIR, HUMAN_EVAL_GZ = hostile.REPO, hostile.DATA_DIR, hostile.HUMAN_EVAL_GZ
 JAIL_SITE_PACKAGES = f"{JAIL_PY}/lib/python{sys.version_info.major}.{sys.version_info.minor}/site-packages"
 
@@ -87,9 +90,15 @@ def assert_clean(sandbox: Sandbox) -> None:
     assert len(sandbox.worker_pids()) == sandbox.n_workers
     for worker in sandbox._workers:
         assert worker.alive()
-    # bwrap monitor -> bwrap init (pid 1 in the jail) -> zygote: one zygote per worker
-    zygotes = [p for p in jail if "zygote" in " ".join(p.cmdline()) and p.name().startswith("python")]
-    assert len(zygotes) == sandbox.n_workers
+    # bwrap monitor -> bwrap init (pid 1 in the jail) -> zygote (-> the zygote for programs that
+    # use a preloaded package): one lean zygote per worker, at most one heavy one below it, and
+    # no other Python process (a leftover child would be one).
+    pythons = [p for p in jail if "zygote" in " ".join(p.cmdline()) and p.name().startswith("python")]
+    lean = [p for p in pythons if p.parent() not in pythons]
+    heavy = [p for p in pythons if p.parent() in lean]
+    assert len(lean) == sandbox.n_workers
+    assert len(heavy) == (sandbox.n_workers if sandbox.config.preload else 0)
+    assert len(pythons) == len(lean) + len(heavy)
     assert [t for t in HOST_TARGETS if os.path.lexists(t)] == []
 
 
@@ -130,6 +139,24 @@ def test_environment_holds_nothing_from_the_host(sb):
     assert CANARY not in result.tests[0].got and "MUCODE" not in result.tests[0].got
     listing = run(sb, "import os\ndef f():\n    return sorted(os.environ)\n", [T("f()", "0")]).tests[0].got
     assert listing == "['HOME', 'LANG', 'PYTHONHASHSEED']"
+
+
+STATUS_FIELDS = ("import resource\ndef f():\n    fields = dict(line.split(':\\t', 1) for line in "
+                 "open('/proc/self/status').read().splitlines() if ':\\t' in line)\n"
+                 "    return [fields['NoNewPrivs'], fields['Seccomp'], fields['Uid'].split()[:2], fields['CapEff'], "
+                 "resource.getrlimit(resource.RLIMIT_NOFILE), resource.getrlimit(resource.RLIMIT_CORE)]\n")
+
+
+@pytest.mark.parametrize("prefix", ["", "import numpy\n"], ids=["lean_zygote", "preload_zygote"])
+def test_every_child_runs_with_no_new_privs_seccomp_its_uid_no_capabilities_and_its_limits(sb, prefix):
+    # What the kernel says about the child, whichever zygote forked it: no_new_privs (set once in
+    # the zygote, inherited), the seccomp filter (mode 2), the worker's uid, no capability, rlimits.
+    got = run(sb, prefix + STATUS_FIELDS, [T("f()", "0")]).tests[0].got
+    uid = [str(BASE_UID + i) for i in range(sb.n_workers)]
+    no_new_privs, mode, uids, caps, nofile, core = ast.literal_eval(got)
+    assert (no_new_privs, mode, caps) == ("1", "2", "0000000000000000")
+    assert len(set(uids)) == 1 and (uids[0] in uid if os.geteuid() == 0 else True)
+    assert nofile == (FAST.nofile, FAST.nofile) and core == (0, 0)
 
 
 def test_no_private_data_is_mounted(sb):
@@ -301,6 +328,36 @@ def test_legitimate_program_passes(sb, name):
         assert result.output_truncated and result.output.startswith("line 0 ")
 
 
+def test_hostile_and_legitimate_programs_in_one_batch_get_the_verdicts_they_get_alone(sb, monkeypatch):
+    # execute() sends a worker several jobs per message: every job still runs in its own child,
+    # under its own limits, and gets the verdict it gets when it runs alone (the tests above).
+    batches = []
+    request_batch = _Worker.request_batch
+    monkeypatch.setattr(_Worker, "request_batch",
+                        lambda self, payloads, timeout: batches.append(len(payloads)) or request_batch(self, payloads, timeout))
+    jobs, expected = [], []
+    for name, (code, tests, limits, status, text) in CASES.items():
+        jobs.append(Job(code + f"\n# {name}\n", tuple(tests), "", limits))
+        expected.append((name, status, text))
+    for name, (code, tests) in CONTROLS.items():
+        setup = "def helper(x):\n    return x * 2\n" if name == "test_setup_code" else ""
+        jobs.append(Job(code, tuple(tests), setup, SandboxLimits(per_test_s=5.0)))
+        expected.append((name, Status.PASSED, ""))
+    jobs.append(Job("print(sum(map(int, input().split())))\n", tuple(STDIO), "", FAST))
+    expected.append(("stdio", Status.PASSED, ""))
+    order = list(range(len(jobs)))
+    order = order[::2] + order[1::2]  # hostile and legitimate jobs side by side in the batches
+    pids = sb.worker_pids()
+    results = sb.execute([jobs[i] for i in order])
+    for i, result in zip(order, results):
+        name, status, text = expected[i]
+        assert result.status is status, (name, result)
+        assert text in (result.message + " " + " ".join(str(t.got) + " " + t.message for t in result.tests)), name
+    assert sb.worker_pids() == pids
+    assert_clean(sb)
+    assert max(batches) > 1 and sum(batches) > len(jobs) // 2  # most jobs went in batches
+
+
 DETERMINISTIC = (
     "import random\ndef f():\n    return [random.random(), random.randint(0, 10**6), list({'apple', 'banana', 'cherry', "
     "'date', 'elderberry', 'fig'}), hash('mucode'), str(set(range(40, 0, -3))), sorted({3.5, 1, 2})]\n"
@@ -315,6 +372,39 @@ def test_results_are_deterministic_across_runs_and_restarts(sb):
         assert run(sb, DETERMINISTIC, [T("f()", "0")]).tests[0].got == first.tests[0].got
     with Sandbox(SandboxConfig(tier="bwrap", n_workers=1, cache_size=0)) as fresh:
         assert fresh.run(DETERMINISTIC, [T("f()", "0")]).tests[0].got == first.tests[0].got
+
+
+WHERE = "import os, sys\ndef f():\n    return [os.getcwd()[:6], 'num' + 'py' in sys.modules]\n"
+
+
+def test_programs_naming_a_preloaded_package_run_in_the_zygote_that_preloaded_it(sb):
+    # The lean zygote has no numpy (cheaper forks); a program that names it runs in the second
+    # zygote (scratch dir /tmp/n), where it is already imported; one that hides the name
+    # still gets numpy, imported in its own child.
+    assert run(sb, WHERE, [T("f()", "0")]).tests[0].got == "['/tmp/s', False]"
+    assert run(sb, "import numpy\n" + WHERE, [T("f()", "0")]).tests[0].got == "['/tmp/n', True]"
+    hidden = ("import os\ndef f():\n    np = __import__('num' + 'py')\n"
+              "    return [os.getcwd()[:6], int(np.arange(4).sum())]\n")
+    assert run(sb, hidden, [T("f()", "0")], limits=SandboxLimits(per_test_s=10.0)).tests[0].got == "['/tmp/s', 6]"
+    # Same determinism and the same limits in both zygotes.
+    lean = run(sb, DETERMINISTIC, [T("f()", "0")]).tests[0].got
+    assert run(sb, "import numpy\n" + DETERMINISTIC, [T("f()", "0")]).tests[0].got == lean
+    spin = run(sb, "import numpy\ndef f():\n    while True:\n        pass\n", limits=SHORT)
+    assert spin.status is Status.TIMEOUT
+
+
+def test_a_dead_preload_zygote_is_an_infrastructure_error_that_a_restart_repairs():
+    with Sandbox(SandboxConfig(tier="bwrap", n_workers=1, cache_size=0)) as sandbox:
+        pythons = [p for p in _jail_processes(sandbox) if p.name().startswith("python")]
+        heavy = [p for p in pythons if p.parent() in pythons]
+        assert len(heavy) == 1
+        heavy[0].kill()
+        deadline = time.monotonic() + 5
+        while heavy[0].status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:  # not reaped yet
+            time.sleep(0.01)
+        result = run(sandbox, "import numpy\ndef f():\n    return int(numpy.int64(7919))\n")
+        assert result.status is Status.PASSED
+        assert sandbox.stats["restarts"] == 1
 
 
 @pytest.mark.slow

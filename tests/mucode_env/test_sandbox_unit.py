@@ -18,7 +18,8 @@ from mucode_env.feedback import render_feedback
 from mucode_env.sandbox import ExecResult, Job, Sandbox, SandboxConfig, SandboxLimits, Status
 from mucode_env.sandbox import jail
 from mucode_env.sandbox.checking import (
-    DecodeError, decode_value, judge_call, judge_stdio, parse_records, run_check, short_repr, stdout_matches,
+    DecodeError, decode_value, judge_call, judge_stdio, loads_strict, parse_records, run_check, short_repr,
+    stdout_matches,
 )
 from mucode_env.sandbox.sanitize import sanitize_output
 
@@ -101,6 +102,18 @@ def test_decode_rejects_values_too_deep():
         obj = [obj]
     with pytest.raises(DecodeError):
         decode_value(obj)
+
+
+@pytest.mark.parametrize("text", ['{"t": 0, "ok": true, "v": "[1, {\\"d\\": []}]"}', "[1, 2.5, null]", '"\\u00e9"',
+                                  "-0.5e3", "true"])
+def test_loads_strict_reads_what_json_loads_reads(text):
+    assert loads_strict(text) == json.loads(text)
+
+
+@pytest.mark.parametrize("text", ["", "[1] [2]", '{"t": 0}x', "[1", " [1]", "nul", "[" * 100000])
+def test_loads_strict_refuses_anything_but_one_exact_value(text):
+    with pytest.raises((ValueError, RecursionError)):
+        loads_strict(text)
 
 
 def test_parse_records_ignores_garbage_and_keeps_the_last_record():
@@ -267,6 +280,58 @@ def test_wipe_never_follows_symlinks_and_gives_up_on_deep_trees(tmp_path):
     assert zygote._wipe_tree(str(tmp_path / "late"), 0.0, 0) is False
 
 
+# ---- the seccomp filter, evaluated here with a classic-BPF interpreter --------------------------
+def _run_bpf(program: bytes, nr: int, arch: int, args: tuple[int, ...] = (0,) * 6) -> int:
+    """Return value of a classic BPF seccomp program on (nr, arch, args); only the opcodes
+    libseccomp emits for our filter (ld abs, jeq/jgt/jge/jset k, and k, ret k, ja)."""
+    import struct
+
+    data = struct.pack("<iI Q", nr, arch, 0) + b"".join(struct.pack("<Q", a) for a in args)
+    insns = [struct.unpack_from("<HBBI", program, i) for i in range(0, len(program), 8)]
+    acc, pc = 0, 0
+    while True:
+        code, jt, jf, k = insns[pc]
+        pc += 1
+        if code == 0x20:  # ld [k]
+            acc = struct.unpack_from("<I", data, k)[0]
+        elif code == 0x54:  # and #k
+            acc &= k
+        elif code == 0x05:  # ja
+            pc += k
+        elif code in (0x15, 0x25, 0x35, 0x45):  # jeq, jgt, jge, jset #k
+            taken = {0x15: acc == k, 0x25: acc > k, 0x35: acc >= k, 0x45: bool(acc & k)}[code]
+            pc += jt if taken else jf
+        elif code == 0x06:  # ret #k
+            return k
+        else:
+            raise AssertionError(f"unexpected BPF opcode {code:#x}")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="seccomp is Linux-only")
+def test_child_filter_denies_exactly_the_listed_syscalls():
+    import errno
+
+    import pyseccomp  # a dependency of the sandbox (pyproject)
+
+    from mucode_env.sandbox.seccomp import CLONE_THREAD, DENIED_SYSCALLS, child_filter_bpf
+
+    program, arch = child_filter_bpf(), pyseccomp.system_arch()
+    allow, eperm, enosys = 0x7FFF0000, 0x00050000 | errno.EPERM, 0x00050000 | errno.ENOSYS
+    denied = set()
+    for name in DENIED_SYSCALLS:
+        try:
+            denied.add(pyseccomp.resolve_syscall(arch, name))
+        except (OSError, RuntimeError, ValueError):
+            continue
+    clone, clone3 = pyseccomp.resolve_syscall(arch, "clone"), pyseccomp.resolve_syscall(arch, "clone3")
+    for nr in range(512):
+        expected = eperm if nr in denied or nr == clone else enosys if nr == clone3 else allow
+        assert _run_bpf(program, nr, arch) == expected, (nr, pyseccomp.resolve_syscall(arch, nr))
+    assert _run_bpf(program, clone, arch, (CLONE_THREAD | 0x3D0F00, 0, 0, 0, 0, 0)) == allow  # threads
+    assert _run_bpf(program, clone, arch, (0x3D0F00 & ~CLONE_THREAD, 0, 0, 0, 0, 0)) == eperm  # processes
+    assert _run_bpf(program, 0, 0x40000003) != allow  # another architecture (i386) is not let through
+
+
 # ---- a real pool: cache, tiers, retries, infrastructure errors ------------------------------------
 @pytest.fixture(scope="module")
 def process_sb():
@@ -285,6 +350,24 @@ def test_process_tier_runs_and_switches_uid(process_sb):
     assert result.status is expected
     fork = process_sb.run("import os\nos.fork()\ndef f():\n    return 1\n", [TestCase.equals("f()", "1")])
     assert fork.status is Status.RUNTIME_ERROR  # seccomp still applies without the jail
+    # no_new_privs comes from the zygote here (bwrap sets it too in the jail), seccomp mode 2.
+    status = process_sb.run("def f():\n    return [l.split()[1] for l in open('/proc/self/status') "
+                            "if l.startswith(('NoNewPrivs', 'Seccomp:'))]\n", [T("f()", "['1', '2']")])
+    assert status.status is Status.PASSED, status.tests[0].got
+
+
+@linux_only
+def test_a_leftover_scratch_dir_is_wiped_before_the_next_child_uses_it(process_sb):
+    # Every child of a zygote gets the same scratch path; one left behind (a restarted worker
+    # on the host's filesystem) is emptied first, so nothing crosses over.
+    scratch = os.path.join(process_sb._workers[0].spec.config["scratch_root"], "s")
+    os.makedirs(os.path.join(scratch, "d"))
+    with open(os.path.join(scratch, "d", "left.txt"), "w") as handle:
+        handle.write("from an earlier episode")
+    code = "import os\ndef f():\n    return [os.getcwd() == os.environ['HOME'], sorted(os.listdir('.'))]\n"
+    result = process_sb.run(code, [T("f()", "[True, []]")], limits=SandboxLimits(per_test_s=2.0))
+    assert result.status is Status.PASSED, result.tests[0].got
+    assert not os.path.lexists(scratch)  # removed again after the run
 
 
 @linux_only
@@ -300,6 +383,24 @@ def test_identical_jobs_in_a_batch_run_once_and_later_hit_the_cache(process_sb):
     assert process_sb.stats["executions"] == before["executions"] + 1
     other_limits = process_sb.execute([Job(job.code, job.tests, limits=SandboxLimits(per_test_s=1.5))])[0]
     assert not other_limits.cache_hit
+
+
+@linux_only
+def test_identical_jobs_run_once_even_with_tests_built_from_lists(process_sb):
+    listy = TestCase("assert f(2) == 6", ["f(2)"], "assert _0 == 6")  # exprs as a list: unhashable
+    job = Job("def f(x):\n    return x * 3\n# listy\n", (listy,))
+    before = process_sb.stats["executions"]
+    first, second = process_sb.execute([job, job])
+    assert first.passed and second.cache_hit and process_sb.stats["executions"] == before + 1
+
+
+@linux_only
+def test_a_test_expression_that_does_not_compile_fails_alone(process_sb):
+    # The child compiles each expression under that test's own error handling.
+    result = process_sb.run("def f(x):\n    return x\n", [TestCase("bad", ("f(",), "assert _0 == 1"), T("f(1)", "1"),
+                                                          T("f(1) // 0", "0")])
+    assert [t.status for t in result.tests] == [Status.COMPILE_ERROR, Status.PASSED, Status.RUNTIME_ERROR]
+    assert "<test>" in result.tests[0].message and "ZeroDivisionError" in result.tests[2].message
 
 
 @linux_only
@@ -395,6 +496,61 @@ def test_auto_tier_picks_bwrap_when_it_works():
 
 
 # A zygote that greets the host and then dies on the first request.
+class _ScriptedZygote:
+    """Stands in for the zygote's Zygote in _batch_reply: canned replies, in order."""
+
+    def __init__(self, replies):
+        self.replies, self.handled = list(replies), []
+
+    def handle(self, request):
+        self.handled.append(request["n"])
+        reply = self.replies.pop(0)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+
+def test_batch_reply_runs_each_request_and_stops_after_a_dirty_scratch():
+    ok, dirty = {"runs": [{"records": "", "dirty": False}]}, {"runs": [{"records": "", "dirty": True}]}
+    fake = _ScriptedZygote([ok, OSError("no memfd"), dirty, ok])
+    replies = json.loads(zygote._batch_reply([{"n": i} for i in range(5)], fake, None))["replies"]
+    assert fake.handled == [0, 1, 2]  # nothing runs after the scratch that could not be wiped
+    assert replies[0] == ok and replies[2] == dirty
+    assert replies[1] == {"infra_error": "OSError: no memfd"}
+    assert replies[3] == replies[4] == {"infra_error": "not run: a scratch dir could not be wiped", "skipped": True}
+
+
+@linux_only
+def test_batch_replies_that_failed_are_run_again_alone_with_the_same_verdicts(process_sb, monkeypatch):
+    # A batch's per-job infrastructure error is that job's first attempt (one retry left); a job
+    # the zygote skipped never ran (both attempts left); a batch that fails as a whole is every
+    # job's first attempt. Verdicts are those of running alone.
+    from mucode_env.sandbox.pool import _Worker
+
+    real = _Worker.request_batch
+
+    def scripted(self, payloads, timeout):
+        replies = real(self, payloads, timeout)
+        replies[1] = {"infra_error": "RuntimeError: scripted"}
+        replies[2:] = [{"infra_error": "not run", "skipped": True}] * (len(replies) - 2)
+        return replies
+
+    monkeypatch.setattr(_Worker, "request_batch", scripted)
+    jobs = [Job(f"def f():\n    return {i}\n# batch {i}\n", (T("f()", "1"),)) for i in range(4)]
+    retries = process_sb.stats["retries"]
+    results = process_sb._run_batch(jobs)
+    assert [r.status for r in results] == [Status.WRONG_ANSWER, Status.PASSED, Status.WRONG_ANSWER, Status.WRONG_ANSWER]
+    assert [r.tests[0].got for r in results] == ["0", "1", "2", "3"]
+    assert process_sb.stats["retries"] == retries + 1
+
+    def broken(self, payloads, timeout):
+        raise SandboxError("worker exited")
+
+    monkeypatch.setattr(_Worker, "request_batch", broken)
+    results = process_sb._run_batch(jobs)
+    assert [r.tests[0].got for r in results] == ["0", "1", "2", "3"]
+
+
 DIES_ON_REQUEST = (
     "import sys, struct, json\n"
     "inp, out = sys.stdin.buffer, sys.stdout.buffer\n"
@@ -418,10 +574,14 @@ def test_worker_that_dies_on_every_request_gives_sandbox_error_not_a_model_failu
         assert "retried" in result.message and not result.passed
         with pytest.raises(ValueError):
             render_feedback(result, job.tests)
+        # the same in batches (several jobs per message): every job is tried twice, then reported
+        many = [Job(f"def f():\n    return 1\n# {i}\n", (T("f()", "1"),)) for i in range(6)]
+        assert all(r.status is Status.SANDBOX_ERROR and "retried" in r.message for r in sandbox.execute(many))
         # infrastructure failures are never cached: a healthy worker gives the real verdict
         worker.spec.argv[:] = jail.build_worker("process", 0, (), 64, sandbox._seccomp_hex).argv
         worker.kill()
         assert sandbox.execute([job])[0].status is Status.PASSED
+        assert all(r.status is Status.PASSED for r in sandbox.execute(many))
 
 
 @linux_only
