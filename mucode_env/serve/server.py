@@ -21,6 +21,11 @@ from mucode_env.serve.config import ServeConfig
 from mucode_env.serve.runtime import ServeRuntime
 
 BACKSTOP_S = 5  # after the 503s: how long uvicorn may still wait for connections to close
+# An idle keep-alive connection is closed by the server only after this long. Clients (httpx:
+# 5 s, aiohttp: 15 s, requests: until reused) must give up an idle connection first: with equal
+# timeouts a request sent just as the server closes the connection dies with a read error, a
+# lost result under load (measured by benchmarks/serve_load.py with uvicorn's default of 5 s).
+KEEP_ALIVE_S = 75
 START_TIMEOUT_S = 60.0
 
 
@@ -41,6 +46,7 @@ class DrainingServer(uvicorn.Server):
 def uvicorn_config(app: object, config: ServeConfig, log_level: str = "info") -> uvicorn.Config:
     return uvicorn.Config(app, host=config.host, port=config.port, log_level=log_level, lifespan="on",
                           ws_max_size=config.max_body_bytes, timeout_graceful_shutdown=BACKSTOP_S,
+                          timeout_keep_alive=KEEP_ALIVE_S,
                           server_header=False, proxy_headers=False)
 
 

@@ -352,7 +352,7 @@ def test_process_tier_runs_and_switches_uid(process_sb):
     assert fork.status is Status.RUNTIME_ERROR  # seccomp still applies without the jail
     # no_new_privs comes from the zygote here (bwrap sets it too in the jail), seccomp mode 2.
     status = process_sb.run("def f():\n    return [l.split()[1] for l in open('/proc/self/status') "
-                            "if l.startswith(('NoNewPrivs', 'Seccomp:'))]\n", [T("f()", "['1', '2']")])
+                            "if l.startswith(('NoNewPrivs', 'Seccomp:'))]\n", [TestCase.equals("f()", "['1', '2']")])
     assert status.status is Status.PASSED, status.tests[0].got
 
 
@@ -365,7 +365,7 @@ def test_a_leftover_scratch_dir_is_wiped_before_the_next_child_uses_it(process_s
     with open(os.path.join(scratch, "d", "left.txt"), "w") as handle:
         handle.write("from an earlier episode")
     code = "import os\ndef f():\n    return [os.getcwd() == os.environ['HOME'], sorted(os.listdir('.'))]\n"
-    result = process_sb.run(code, [T("f()", "[True, []]")], limits=SandboxLimits(per_test_s=2.0))
+    result = process_sb.run(code, [TestCase.equals("f()", "[True, []]")], limits=SandboxLimits(per_test_s=2.0))
     assert result.status is Status.PASSED, result.tests[0].got
     assert not os.path.lexists(scratch)  # removed again after the run
 
@@ -397,8 +397,8 @@ def test_identical_jobs_run_once_even_with_tests_built_from_lists(process_sb):
 @linux_only
 def test_a_test_expression_that_does_not_compile_fails_alone(process_sb):
     # The child compiles each expression under that test's own error handling.
-    result = process_sb.run("def f(x):\n    return x\n", [TestCase("bad", ("f(",), "assert _0 == 1"), T("f(1)", "1"),
-                                                          T("f(1) // 0", "0")])
+    result = process_sb.run("def f(x):\n    return x\n", [TestCase("bad", ("f(",), "assert _0 == 1"), TestCase.equals("f(1)", "1"),
+                                                          TestCase.equals("f(1) // 0", "0")])
     assert [t.status for t in result.tests] == [Status.COMPILE_ERROR, Status.PASSED, Status.RUNTIME_ERROR]
     assert "<test>" in result.tests[0].message and "ZeroDivisionError" in result.tests[2].message
 
@@ -536,7 +536,7 @@ def test_batch_replies_that_failed_are_run_again_alone_with_the_same_verdicts(pr
         return replies
 
     monkeypatch.setattr(_Worker, "request_batch", scripted)
-    jobs = [Job(f"def f():\n    return {i}\n# batch {i}\n", (T("f()", "1"),)) for i in range(4)]
+    jobs = [Job(f"def f():\n    return {i}\n# batch {i}\n", (TestCase.equals("f()", "1"),)) for i in range(4)]
     retries = process_sb.stats["retries"]
     results = process_sb._run_batch(jobs)
     assert [r.status for r in results] == [Status.WRONG_ANSWER, Status.PASSED, Status.WRONG_ANSWER, Status.WRONG_ANSWER]
@@ -575,7 +575,7 @@ def test_worker_that_dies_on_every_request_gives_sandbox_error_not_a_model_failu
         with pytest.raises(ValueError):
             render_feedback(result, job.tests)
         # the same in batches (several jobs per message): every job is tried twice, then reported
-        many = [Job(f"def f():\n    return 1\n# {i}\n", (T("f()", "1"),)) for i in range(6)]
+        many = [Job(f"def f():\n    return 1\n# {i}\n", (TestCase.equals("f()", "1"),)) for i in range(6)]
         assert all(r.status is Status.SANDBOX_ERROR and "retried" in r.message for r in sandbox.execute(many))
         # infrastructure failures are never cached: a healthy worker gives the real verdict
         worker.spec.argv[:] = jail.build_worker("process", 0, (), 64, sandbox._seccomp_hex).argv
