@@ -142,11 +142,16 @@ class MuCodeConfig:
 
     @classmethod
     def cpu(cls, **overrides: Any) -> "MuCodeConfig":
-        """A 2-core CPU preset on the embedded small models. Deviations from the paper:
+        """A 2-core CPU preset on the embedded small models, on the fast CPU lane: rollouts and
+        validation through a managed vLLM server (CPU build, all episodes in flight; it stops
+        before each training stage), training in bf16 autocast where the CPU computes bf16
+        (``SFTRunConfig.bf16`` / ``VerifierConfig.bf16`` resolve so). Needs
+        ``bash scripts/setup_vllm.sh``; ``rollout_backend="llama_cpp"`` and
+        ``finetuned_backend="llama_cpp"`` give the lighter lane without it. Deviations from the paper:
 
-        - generator Qwen2.5-Coder-0.5B (GGUF, llama.cpp rollouts; fine-tuned generators are exported
-          to q8_0 GGUF and rolled out through llama.cpp too), verifier base SmolLM2-135M (the
-          paper uses the generator's base: a 0.5B scorer costs ~95 s per 4x512-token step here);
+        - generator Qwen2.5-Coder-0.5B (its GGUF dequantised once and served in bf16; fine-tuned
+          generators are served as they are saved), verifier base SmolLM2-135M (the paper uses
+          the generator's base: a 0.5B scorer costs ~95 s per 4x512-token step here);
         - 4 rollouts per problem (not 15), 512 new tokens (not 1000), max_train_problems=40;
         - verifier: 8 pairs per prompt (not 32), max length 1024 (not 2048), lr 1e-5 (not 1e-6:
           far fewer steps), batch 16;
@@ -156,10 +161,10 @@ class MuCodeConfig:
         base = cls(
             generator="qwen2.5-coder-0.5b",
             verifier_base="smollm2-135m",
-            rollout_backend="llama_cpp",
-            finetuned_backend="llama_cpp",  # fine-tuned generators are exported to GGUF (q8_0)
+            rollout_backend="vllm",
+            finetuned_backend="vllm",
             max_train_problems=40,
-            rollout=RolloutSettings(4, 0.7, 1.0, 512, 3, 32),
+            rollout=RolloutSettings(4, 0.7, 1.0, 512, 3, 160),
             verifier=VerifierConfig(loss="bt", pairs_per_prompt=8, learning_rate=1e-5, epochs=2, batch_size=16,
                                     per_device_batch_size=4, max_length=1024),
             expert=ExpertConfig(1.0, 0.1),

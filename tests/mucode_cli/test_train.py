@@ -45,7 +45,7 @@ def test_ray_flags_reach_the_config_and_a_config_file_reads_them_back(capsys, tm
     assert cli_train.run(args) == 0
     cfg = json.loads(capsys.readouterr().out)
     assert (cfg["ray"]["address"], cfg["ray"]["n_actors"], cfg["ray"]["cpus_per_actor"]) == ("auto", 4, 2)
-    assert cfg["rollout_backend"] == "llama_cpp"  # replicas in the actors
+    assert cfg["rollout_backend"] == "vllm"  # the cpu preset's lane: a replica (a vLLM server) per actor
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
     assert MuCodeConfig.load(str(tmp_path / "cfg.json")).ray == RayEpisodesConfig(address="auto", n_actors=4,
                                                                                    cpus_per_actor=2)

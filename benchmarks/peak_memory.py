@@ -1,0 +1,62 @@
+"""Peak resident memory of a whole command: the process and every descendant (servers included).
+
+``/usr/bin/time -v`` reports the largest single process; a µCODE iteration runs a vLLM server
+(three processes), sandbox workers and training in one tree, so this samples the sum of the RSS
+of every process in the tree and reports the largest sum.
+
+    python3 benchmarks/peak_memory.py --every 1 -- mucode train mucode --config cpu --run-dir runs/x
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+
+import psutil
+
+
+def tree_rss(root: psutil.Process) -> int:
+    """Bytes resident in ``root`` and all its descendants (processes that vanish count 0)."""
+    total = 0
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            total += proc.memory_info().rss
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return total
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--every", type=float, default=1.0, help="sampling period in seconds (default: %(default)s)")
+    p.add_argument("--json", default=None, help="also write {peak_gib, wall_s, returncode} here")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
+    args = p.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        p.error("give the command after --")
+    started = time.monotonic()
+    child = subprocess.Popen(command)
+    root, peak = psutil.Process(child.pid), 0
+    while child.poll() is None:
+        try:
+            peak = max(peak, tree_rss(root))
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(args.every)
+    wall = time.monotonic() - started
+    summary = {"peak_gib": peak / 2**30, "wall_s": wall, "returncode": child.returncode, "command": command}
+    print(f"peak memory of the process tree: {summary['peak_gib']:.2f} GiB; wall {wall:.0f} s; "
+          f"exit {child.returncode}", file=sys.stderr)
+    if args.json:
+        from mucode_env.atomic import write_json_atomic
+
+        write_json_atomic(args.json, summary)
+    return child.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())
