@@ -83,6 +83,11 @@ class BenchConfig:
             PT+LV/LV cells fall back to PT (recorded in the cell and footnoted in the tables).
         ablations: also evaluate the ablation agents at BoN N and write ``ablation.md``.
         selectors: also evaluate µCODE with every selector and write ``selectors.md``.
+        train_dir: where trained agents' runs go (default ``run_dir/train``): a results directory
+            kept in version control can hold the cells while the checkpoints live elsewhere.
+        share_rollouts: RFT starts from µCODE's iteration-1 rollouts and verifier
+            (:func:`agents.mucode.run_dir.share_stages`) when µCODE was trained here first, so
+            the two differ only in their training sets.
         train: train agents that have no checkpoint (``train_preset``; PPO with ``ppo_overrides``,
             GRPO (TRL's ``GRPOTrainer``, :mod:`baselines.grpo`) with ``grpo_overrides``).
         n_bootstrap: resamples of the paired bootstrap.
@@ -116,6 +121,8 @@ class BenchConfig:
     ablations: bool = False
     selectors: bool = False
     train: bool = False
+    train_dir: str | None = None
+    share_rollouts: bool = True
     train_preset: str = "cpu"
     ppo_overrides: Mapping[str, Any] = field(default_factory=dict)
     grpo_overrides: Mapping[str, Any] = field(default_factory=dict)
@@ -152,6 +159,11 @@ class BenchConfig:
         object.__setattr__(self, "ppo_overrides", dict(self.ppo_overrides))
         object.__setattr__(self, "grpo_overrides", dict(self.grpo_overrides))
         object.__setattr__(self, "backend_kwargs", {k: dict(v) for k, v in self.backend_kwargs.items()})
+
+    @property
+    def train_root(self) -> Path:
+        """The directory of trained agents' runs."""
+        return Path(self.train_dir) if self.train_dir is not None else Path(self.run_dir) / "train"
 
     @property
     def settings(self) -> tuple[EvalSetting, ...]:

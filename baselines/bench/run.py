@@ -68,8 +68,13 @@ def _train_agent(name: str, config: BenchConfig, out_dir: Path) -> str:
                   rollout_backend=config.base_backend, finetuned_backend=config.finetuned_backend, seed=config.seed,
                   backend_kwargs=dict(config.backend_kwargs), progress=config.progress, ray=config.ray)
     if name in ("rft", "rft_lv"):
+        from agents.mucode.run_dir import share_stages
         from baselines.rft import RFTConfig, RFTTrainer
 
+        mucode_run = config.train_root / "mucode"
+        if config.share_rollouts and (mucode_run / "iter1" / "verifier.done").is_file():
+            # the same D_1 as µCODE: RFT then differs from µCODE only in its training set
+            share_stages(mucode_run, out_dir)
         RFTTrainer(RFTConfig.load(config.train_preset, rft_variant="lv" if name == "rft_lv" else "paper",
                                   **common)).train()
         return str(out_dir)
@@ -95,7 +100,7 @@ def resolve_agent(name: str, config: BenchConfig,
         if not config.train:
             raise MissingCheckpointError(f"agent {name!r} needs a checkpoint: pass checkpoints={{'{name}': PATH}} "
                              f"(CLI: --checkpoint {name}=PATH) or set train=True (CLI: --train)")
-        source = (train_fn or _train_agent)(name, config, Path(config.run_dir) / "train" / name)
+        source = (train_fn or _train_agent)(name, config, config.train_root / name)
     model, verifier = resolve_run(source, config.verifier)
     if config.finetuned_backend == "llama_cpp" and not model.endswith(".gguf"):
         # llama.cpp needs GGUF: export the checkpoint once (cached beside it), with the base's metadata
@@ -134,13 +139,20 @@ class _DefaultEvaluator:
             self._problem_ids[env_id] = ids
         return self._problem_ids[env_id]
 
+    def close(self) -> None:
+        """Release the loaded policy (a vLLM server stops), e.g. before an agent is trained."""
+        close = getattr(self._policy, "close", None)
+        if callable(close):
+            close()
+        self._policy, self._policy_key = None, None
+
     def __call__(self, spec: AgentSpec, setting: EvalSetting, env_id: str, config: BenchConfig) -> dict[str, Any]:
         from baselines.instruct import evaluate_setting
 
         if self._policy_key != (spec.model, spec.backend):
             from agents.backends import PolicySpec
 
-            self._policy = None
+            self.close()
             recipe = PolicySpec(spec.backend, spec.model, config.backend_kwargs.get(spec.backend, {}))
             # with Ray every episode actor builds its own replica from the recipe
             self._policy = recipe if config.ray is not None else recipe.build()
@@ -219,6 +231,8 @@ def run_bench(config: BenchConfig, *, evaluate_fn: EvaluateFn | None = None,
             results.append(json.loads(path.read_text()))
             continue
         if key.agent not in specs:
+            if hasattr(evaluate, "close"):
+                evaluate.close()  # one heavy thing at a time: no generation server while an agent trains
             specs[key.agent] = resolve_agent(key.agent, config, train_fn)
         t0 = time.perf_counter()
         raw = evaluate(specs[key.agent], key.setting, key.env_id, config)
@@ -226,6 +240,8 @@ def run_bench(config: BenchConfig, *, evaluate_fn: EvaluateFn | None = None,
         write_json_atomic(path, cell, default=str)
         results.append(cell)
     bar.close()
+    if hasattr(evaluate, "close"):
+        evaluate.close()
     files = write_tables(results, config)
     return {"cells": results, "files": files}
 

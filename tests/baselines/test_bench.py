@@ -205,3 +205,28 @@ def test_with_ray_cells_are_played_on_actors_from_a_policy_recipe(tmp_path, monk
     recipe = PolicySpec("llama_cpp", "qwen2.5-coder-0.5b", {"n_ctx": 2048})
     assert seen == [(recipe, ray)] * 3  # no engine built here: every actor builds its own
     assert json.loads((tmp_path / "b" / "config.json").read_text())["ray"]["n_actors"] == 2
+
+
+def test_rft_starts_from_mucodes_iteration_one_and_runs_live_in_train_dir(tmp_path, monkeypatch):
+    from baselines import rft
+    from baselines.bench import run as bench_run
+
+    cfg = BenchConfig(run_dir=str(tmp_path / "results"), train_dir=str(tmp_path / "work"), agents=("rft",),
+                      train=True, progress=False)
+    assert cfg.train_root == tmp_path / "work"
+    mucode = tmp_path / "work" / "mucode" / "iter1"
+    (mucode / "rollouts").mkdir(parents=True)
+    (mucode / "verifier").mkdir()
+    for name in ("rollouts.jsonl", "pairs.jsonl", "rollouts.done", "verifier.done"):
+        (mucode / name).write_text("{}")
+    seen = []
+    monkeypatch.setattr(rft.RFTTrainer, "train", lambda self: seen.append(sorted(
+        p.name for p in (Path(self.config.run_dir) / "iter1").iterdir())))
+    assert bench_run._train_agent("rft", cfg, cfg.train_root / "rft") == str(tmp_path / "work" / "rft")
+    assert seen == [["pairs.jsonl", "rollouts", "rollouts.done", "rollouts.jsonl", "verifier", "verifier.done"]]
+    seen.clear()
+    unshared = BenchConfig(run_dir=str(tmp_path / "r2"), train_dir=str(tmp_path / "w2"), agents=("rft",),
+                           train=True, share_rollouts=True, progress=False)
+    monkeypatch.setattr(rft.RFTTrainer, "train", lambda self: seen.append((Path(self.config.run_dir) / "iter1").exists()))
+    bench_run._train_agent("rft", unshared, unshared.train_root / "rft")
+    assert seen == [False]  # no µCODE run in that train_dir: nothing to share

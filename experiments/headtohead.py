@@ -1,0 +1,196 @@
+"""The powered head-to-head (issue 11): µCODE vs multi-turn RFT vs RLEF-style PPO vs GRPO vs the
+base model, on all 500 MBPP test problems and all 164 HumanEval problems, in the paper's Table 1
+settings (single-turn, multi-turn greedy T=3, multi-turn Best-of-N N=5 PT+LV).
+
+The experiment runs in resumable parts, one command each, so that parts can run in different
+sessions; every part writes its per-problem outcomes as small JSON cells under
+``results/headtohead/`` (kept in version control: :mod:`baselines.bench`'s cells), and the
+checkpoints under ``runs/headtohead/`` (not kept). ``tables`` rebuilds every table, plot and
+diagnostic from the committed cells alone.
+
+    python experiments/headtohead.py plan                 # power analysis, time estimates
+    python experiments/headtohead.py run base             # the base model's cells
+    python experiments/headtohead.py run mucode           # train µCODE (M=2), then its cells
+    python experiments/headtohead.py run rft              # RFT from µCODE's iteration-1 rollouts
+    python experiments/headtohead.py run ppo | grpo       # matched sampled episodes
+    python experiments/headtohead.py tables               # tables, plots, diagnostics
+
+The base model's Best-of-N cells use µCODE's iteration-1 verifier (trained on the base model's
+own rollouts), so ``run base --bon`` comes after ``run mucode``. Hyperparameters are chosen on
+MBPP's validation split (tasks 511-600), never on the test split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+REPO = Path(__file__).resolve().parents[1]
+ENVS = ("MuCode-MBPP-v0", "MuCode-HumanEval-v0")
+N_TEST = {"MuCode-MBPP-v0": 500, "MuCode-HumanEval-v0": 164}
+PARTS = ("base", "mucode", "rft", "ppo", "grpo")
+
+
+@dataclass(frozen=True)
+class HeadToHeadConfig:
+    """The sizes and settings of the experiment (one base generator for every method).
+
+    Attributes:
+        results_dir: per-problem cells, tables and plots (kept in version control).
+        work_dir: training runs and checkpoints (not kept).
+        generator / verifier_base: the embedded base models.
+        train_problems: MBPP train problems used for training (None: all 374).
+        rollouts_per_problem: µCODE/RFT samples per problem and iteration.
+        iterations: µCODE's M.
+        max_new_tokens: tokens per turn, in training and evaluation.
+        backend: the generation lane (``vllm``: the fast CPU lane; ``llama_cpp``: the light one).
+        bon_n / temperature / seed: the evaluation budget shared by every method.
+        discordance_prior: the share of problems two methods disagree on, before any was measured
+            (for the power analysis; measured cells replace it).
+    """
+
+    results_dir: str = "results/headtohead"
+    work_dir: str = "runs/headtohead"
+    generator: str = "qwen2.5-coder-0.5b"
+    verifier_base: str = "smollm2-135m"
+    train_problems: int | None = None
+    rollouts_per_problem: int = 4
+    iterations: int = 2
+    max_new_tokens: int = 512
+    backend: str = "vllm"
+    bon_n: int = 5
+    temperature: float = 0.7
+    seed: int = 0
+    discordance_prior: float = 0.15
+    backend_kwargs: dict = field(default_factory=lambda: {"vllm": {"omp_threads": 2}})
+
+    @property
+    def episodes_per_iteration(self) -> int:
+        return (self.train_problems or 374) * self.rollouts_per_problem
+
+    def train_preset(self) -> Path:
+        """The µCODE/RFT training configuration, written under ``work_dir`` (the cpu preset with
+        this experiment's sizes)."""
+        preset = {"preset": "cpu", "generator": self.generator, "verifier_base": self.verifier_base,
+                  "max_train_problems": self.train_problems, "iterations": self.iterations,
+                  "rollout": {"rollouts_per_problem": self.rollouts_per_problem,
+                              "max_new_tokens": self.max_new_tokens},
+                  "validation": {"max_problems": None, "max_new_tokens": self.max_new_tokens, "n": self.bon_n},
+                  "rollout_backend": self.backend, "finetuned_backend": self.backend}
+        path = Path(self.work_dir) / "train_preset.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(preset, indent=2))
+        return path
+
+    def mucode_verifier(self) -> str | None:
+        """µCODE's iteration-1 verifier (trained on the base model's rollouts), once it exists."""
+        path = Path(self.work_dir) / "train" / "mucode" / "iter1" / "verifier"
+        return str(path) if (path.parent / "verifier.done").is_file() else None
+
+    def bench(self, agents: tuple[str, ...], *, train: bool):
+        from baselines.bench import BenchConfig
+
+        matched = self.episodes_per_iteration * self.iterations  # episodes every RL method samples
+        return BenchConfig(
+            run_dir=self.results_dir, train_dir=str(Path(self.work_dir) / "train"), env_ids=ENVS, agents=agents,
+            max_turns=3, bon_n=self.bon_n, temperature=self.temperature, max_new_tokens=self.max_new_tokens,
+            seed=self.seed, base_model=self.generator, base_backend=self.backend,
+            finetuned_backend=self.backend, verifier=self.mucode_verifier(), train=train,
+            train_preset=str(self.train_preset()), backend_kwargs=self.backend_kwargs,
+            ppo_overrides={"limit": self.train_problems, "episodes_per_update": 16,
+                           "total_updates": max(1, matched // 16), "max_new_tokens": self.max_new_tokens,
+                           "learning_rate": 1e-5, "gradient_checkpointing": True, "device": "cpu"},
+            grpo_overrides={"limit": self.train_problems, "num_generations": self.rollouts_per_problem,
+                            "per_device_train_batch_size": 2 * self.rollouts_per_problem,
+                            "max_steps": max(1, matched // (2 * self.rollouts_per_problem)),
+                            "max_new_tokens": self.max_new_tokens, "learning_rate": 1e-5,
+                            "gradient_checkpointing": True},
+        )
+
+
+def cells(results_dir: str) -> list[dict]:
+    """Every evaluated cell under ``results_dir``."""
+    root = Path(results_dir) / "results"
+    return [json.loads(p.read_text()) for p in sorted(root.glob("*/*.json"))] if root.is_dir() else []
+
+
+def plan(config: HeadToHeadConfig) -> str:
+    """The power analysis: the smallest paired difference each benchmark can detect, from the
+    discordance measured between evaluated cells (the prior until two exist)."""
+    from mucode_env.metrics import discordance, paired_detectable_difference
+
+    measured = {}
+    by_env: dict[str, list[dict]] = {}
+    for cell in cells(config.results_dir):
+        by_env.setdefault(cell["env_id"], []).append(cell)
+    for env, group in by_env.items():
+        values = [discordance(a["per_problem"], b["per_problem"]) for i, a in enumerate(group)
+                  for b in group[i + 1:] if a["setting"] == b["setting"] and a["agent"] != b["agent"]]
+        if values:
+            measured[env] = max(values)
+    lines = ["| benchmark | n | discordance | source | 95% half-width | MDE (80% power) |", "|---|---:|---:|---|---:|---:|"]
+    for env in ENVS:
+        q = measured.get(env, config.discordance_prior)
+        out = paired_detectable_difference(N_TEST[env], q)
+        source = "largest measured between two methods" if env in measured else "prior"
+        lines.append(f"| {env} | {N_TEST[env]} | {q:.3f} | {source} | {100 * out['half_width']:.1f} pts | "
+                     f"{100 * out['mde']:.1f} pts |")
+    return "\n".join(lines)
+
+
+def run_part(part: str, config: HeadToHeadConfig, *, bon: bool) -> None:
+    from dataclasses import replace
+
+    from baselines.bench import run_bench
+
+    bench = config.bench((part if part != "base" else "instruct",), train=part != "base")
+    if part == "base" and not bon:
+        # the base model's Best-of-N cells need µCODE's iteration-1 verifier: run them with --bon
+        bench = replace(bench, bon_n=1)  # single-turn and multi-turn greedy only
+    run_bench(bench)
+
+
+def tables(config: HeadToHeadConfig) -> None:
+    """Table 1 (Markdown + CSV, intervals, paired differences), the per-turn plots and the power
+    analysis, from the committed cells alone (nothing is evaluated)."""
+    from baselines.bench import write_tables
+
+    found = cells(config.results_dir)
+    agents = tuple(dict.fromkeys(c["agent"] for c in found))
+    files = write_tables(found, config.bench(agents, train=False))
+    print("\n".join(f"{name}: {path}" for name, path in sorted(files.items())))
+    print(plan(config))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("plan", help="power analysis")
+    r = sub.add_parser("run", help="run one part (resumable)")
+    r.add_argument("part", choices=PARTS)
+    r.add_argument("--bon", action="store_true", help="base: also the Best-of-N cells (needs µCODE's verifier)")
+    sub.add_parser("tables", help="rebuild the tables and plots from the committed cells")
+    for q in sub.choices.values():
+        q.add_argument("--train-problems", type=int, default=None, help="MBPP train problems (default: all 374)")
+        q.add_argument("--rollouts", type=int, default=4, help="µCODE/RFT rollouts per problem")
+        q.add_argument("--backend", default="vllm", help="generation lane (default: vllm)")
+    args = p.parse_args(argv)
+    config = HeadToHeadConfig(train_problems=args.train_problems, rollouts_per_problem=args.rollouts,
+                              backend=args.backend)
+    if args.command == "plan":
+        print(json.dumps(asdict(config), indent=2))
+        print(plan(config))
+    elif args.command == "run":
+        run_part(args.part, config, bon=args.bon)
+    else:
+        tables(config)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
