@@ -8,7 +8,7 @@ knows it) written atomically; the checkpoint records its source GGUF in ``source
 
 >>> from agents.models.convert import hf_checkpoint
 >>> hf_checkpoint("qwen2.5-coder-0.5b")  # doctest: +SKIP
-'/root/.cache/mucode/models/hf/qwen2.5-coder-0.5b-instruct-q4_k_m-1d9614638d18'
+'~/.cache/mucode/models/hf/qwen2.5-coder-0.5b-instruct-q4_k_m-1d9614638d18'  (expanded)
 """
 
 from __future__ import annotations

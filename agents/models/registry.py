@@ -12,7 +12,7 @@ refused. The part packages are located with ``importlib.metadata`` and never imp
 
 >>> from agents.models import resolve_model
 >>> resolve_model("qwen2.5-coder-0.5b").path  # doctest: +SKIP
-PosixPath('/root/.cache/mucode/models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf')
+PosixPath('~/.cache/mucode/models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf')  (under $MUCODE_CACHE_DIR or the home directory)
 """
 
 from __future__ import annotations
