@@ -104,14 +104,22 @@ def test_two_iterations_end_to_end_and_resume(setup, tmp_path):
     assert (run / "iter2" / "generator.done").is_file()
 
 
-def test_presets_and_json_roundtrip(tmp_path):
+def test_presets_reach_the_trainers_and_survive_json(tmp_path):
+    from agents.training.sft import common_training_args
+
+    # the paper preset's Table 6 global batches are what the training stages step with, on one
+    # process and on eight (micro-batches times accumulation times processes)
     paper = MuCodeConfig.paper()
-    assert (paper.sft.learning_rate, paper.sft.batch_size, paper.sft.epochs, paper.sft.max_length) == (5e-7, 32, 2, 4096)
-    assert (paper.verifier.learning_rate, paper.verifier.batch_size, paper.verifier.epochs, paper.verifier.max_length) == (
-        1e-6, 64, 2, 2048)
-    assert (paper.rollout.rollouts_per_problem, paper.rollout.temperature, paper.rollout.top_p,
-            paper.rollout.max_new_tokens, paper.rollout.max_turns, paper.iterations) == (15, 0.7, 1.0, 1000, 3, 2)
-    assert (paper.expert.beta_oracle, paper.expert.beta_verifier) == (1.0, 0.1)
+    for stage, per_step in ((paper.sft, 32), (paper.verifier, 64)):
+        args = common_training_args(stage, tmp_path / "args")
+        assert args["per_device_train_batch_size"] * args["gradient_accumulation_steps"] == per_step
+        assert args["learning_rate"] == stage.learning_rate and args["num_train_epochs"] == stage.epochs
+    import os
+    from unittest import mock
+
+    with mock.patch.dict(os.environ, {"WORLD_SIZE": "8"}):
+        assert 8 * common_training_args(paper.sft, tmp_path)["gradient_accumulation_steps"] * \
+            paper.sft.per_device_batch_size == 32
     cpu = MuCodeConfig.cpu()
     assert cpu.verifier_base == "smollm2-135m" and cpu.verifier.pairs_per_prompt < 32
     f = tmp_path / "c.json"
