@@ -64,9 +64,10 @@ class SeededScriptedPolicy:
 
     def generate(self, chats: Sequence[Chat], params: SamplingParams,
                  seeds: Sequence[int] | None = None) -> list[list[Generation]]:
-        import hashlib
         import json
         import time
+
+        from agents.episodes import derive_seed
 
         if seeds is not None and len(seeds) != len(chats):
             raise ValueError(f"seeds has {len(seeds)} entries for {len(chats)} chats")
@@ -81,8 +82,7 @@ class SeededScriptedPolicy:
                 seed = seeds[i] if seeds is not None else f"{params.seed}:{i}"
             gens = []
             for j in range(params.n):
-                digest = hashlib.blake2b(f"{seed}|{json.dumps(chat)}|{j}".encode(), digest_size=4).digest()
-                h = int.from_bytes(digest, "little")
+                h = derive_seed(seed, json.dumps(chat), j)
                 if (h % 4 != 0) if len(chat) > 1 else (h % 2 == 0):
                     text = f"Here you go.\n```python\n{solution}\n```"
                 elif h % 3 == 0:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 
+from agents.episodes import derive_seed
 from agents.policy import Chat
 from mucode_env.errors import MuCodeError
 
@@ -27,8 +27,7 @@ def sample_seed(seed: int, chat_index: int, sample_index: int) -> int:
     >>> sample_seed(0, 0, 0) == sample_seed(0, 0, 0) != sample_seed(0, 0, 1)
     True
     """
-    digest = hashlib.blake2b(f"{seed}:{chat_index}:{sample_index}".encode(), digest_size=4).digest()
-    return int.from_bytes(digest, "little") & 0x7FFFFFFF
+    return derive_seed(seed, chat_index, sample_index)
 
 
 def truncate_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:

