@@ -96,12 +96,20 @@ def test_per_chat_seeds_make_samples_independent_of_the_batch(server):
 
 
 def test_refusal_fails_at_once_with_the_servers_message(server):
-    policy = OpenAIPolicy(server, "smollm2", max_retries=3, backoff_s=5.0)
+    policy = OpenAIPolicy(f"{server}/no-such-api/v1", "smollm2", max_retries=3, backoff_s=5.0)
     started = time.monotonic()
-    with pytest.raises(RequestRefusedError, match="HTTP 4"):
-        # a prompt longer than the server's 1024-token context is a client error, not retried
-        policy.generate([[{"role": "user", "content": "word " * 3000}]], SamplingParams(max_new_tokens=4))
+    with pytest.raises(RequestRefusedError, match="HTTP 404"):
+        # a wrong address on a live server is a client error (404), not retried
+        policy.generate([CHAT], SamplingParams(max_new_tokens=4))
     assert time.monotonic() - started < 60  # no backoff sleeps of 5, 10, 20 s happened (not a timing measure)
+
+
+def test_a_prompt_over_the_servers_context_generates_nothing_instead_of_failing(server):
+    policy = OpenAIPolicy(server, "smollm2", max_retries=3, backoff_s=5.0)
+    # longer than the server's 1024-token context: a late turn of a long episode must not end the run
+    (gen,), = policy.generate([[{"role": "user", "content": "word " * 3000}]], SamplingParams(max_new_tokens=4))
+    assert gen.text == "" and gen.completion_tokens == 0 and gen.finish_reason == "length"
+    assert gen.prompt_tokens > 1024 and gen.extra["error"] == "prompt exceeds the context"
 
 
 def test_timeouts_are_retried_then_reported(server):

@@ -20,7 +20,7 @@ def test_missing_sglang_names_the_extra():
 def test_unknown_backend_gets_a_hint():
     with pytest.raises(ValueError, match="Did you mean: `llama_cpp`"):
         make_policy("llama-cpp", "x")
-    assert set(BACKENDS) == {"llama_cpp", "transformers", "openai", "sglang"}
+    assert set(BACKENDS) == {"llama_cpp", "transformers", "openai", "sglang", "vllm"}
 
 
 def test_openai_needs_a_base_url():
