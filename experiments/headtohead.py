@@ -6,7 +6,7 @@ The experiment runs in resumable parts, one command each, so that parts can run 
 sessions; every part writes its per-problem outcomes as small JSON cells under
 ``results/headtohead/`` (kept in version control: :mod:`baselines.bench`'s cells), and the
 checkpoints under ``runs/headtohead/`` (not kept). ``tables`` rebuilds every table, plot and
-diagnostic from the committed cells alone.
+diagnostic from the committed cells and diagnostics alone.
 
     python experiments/headtohead.py plan                 # power analysis, time estimates
     python experiments/headtohead.py run base             # the base model's cells
@@ -153,16 +153,117 @@ def run_part(part: str, config: HeadToHeadConfig, *, bon: bool) -> None:
         # the base model's Best-of-N cells need µCODE's iteration-1 verifier: run them with --bon
         bench = replace(bench, bon_n=1)  # single-turn and multi-turn greedy only
     run_bench(bench)
+    if part == "mucode":
+        save_diagnostics(config)
+
+
+def save_diagnostics(config: HeadToHeadConfig) -> Path:
+    """µCODE's run diagnostics (verifier held-out pairwise accuracy, expert vs final answer,
+    relabelled size, per-iteration accuracies) as a small JSON under ``results_dir``, so that
+    ``tables`` needs no checkpoint."""
+    from agents.mucode.diagnostics import run_diagnostics
+    from mucode_env.atomic import write_json_atomic
+
+    out = Path(config.results_dir) / "diagnostics" / "mucode.json"
+    write_json_atomic(out, run_diagnostics(Path(config.work_dir) / "train" / "mucode"), default=str)
+    return out
+
+
+def turn_gains(found: list[dict]) -> str:
+    """Accuracy after turn 1 and what turns 2 and 3 add, per multi-turn cell (is the public-test
+    feedback being used?)."""
+    lines = ["| method | setting | benchmark | n | turn 1 | +turn 2 | +turn 3 |", "|---|---|---|---:|---:|---:|---:|"]
+    for c in found:
+        t = c.get("accuracy_by_turn") or []
+        if c["setting"]["max_turns"] < 2 or len(t) < 2:
+            continue
+        gains = [f"{100 * (t[i] - t[i - 1]):+.1f}" for i in range(1, len(t))] + [""] * (3 - len(t))
+        lines.append(f"| {c['label']} | {c['setting']['name']} | {c['env_id']} | {c['n_problems']} | "
+                     f"{100 * t[0]:.1f} | " + " | ".join(gains[:2]) + " |")
+    return "\n".join(lines)
+
+
+def versus(found: list[dict], reference: str, *, seed: int) -> str:
+    """Paired-bootstrap differences of every method against ``reference``, cell by cell."""
+    from mucode_env.metrics import paired_bootstrap
+
+    ref = {(c["setting"]["name"], c["setting"]["n"], c["env_id"]): c for c in found if c["agent"] == reference}
+    lines = [f"| method | setting | benchmark | Δ vs {reference} (pts) | 95% interval | n |", "|---|---|---|---:|---|---:|"]
+    for c in found:
+        r = ref.get((c["setting"]["name"], c["setting"]["n"], c["env_id"]))
+        if r is None or c["agent"] == reference:
+            continue
+        d = paired_bootstrap(c["per_problem"], r["per_problem"], seed=seed)
+        lines.append(f"| {c['label']} | {c['setting']['name']} | {c['env_id']} | {100 * d['diff']:+.1f} | "
+                     f"[{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}] | {d['n']} |")
+    return "\n".join(lines)
+
+
+def diagnostics_table(diag: dict) -> str:
+    """One row per µCODE iteration from :func:`save_diagnostics`' JSON."""
+    def pct(x):
+        return "–" if x is None else f"{100 * x:.1f}"
+
+    lines = ["| iteration | rollout acc. by turn | verifier held-out pairwise acc. (pairs) | expert ≠ final answer "
+             "| failed finals fixed | relabelled examples | validation acc. |", "|---:|---|---|---:|---:|---:|---:|"]
+    for r in diag["iterations"]:
+        v, e = r.get("verifier_heldout"), r.get("expert_vs_final") or {}
+        by_turn = " / ".join(pct(x) for x in r.get("rollout_accuracy_by_turn") or [])
+        held = f"{pct(v['accuracy'])} ({v['pairs']}, {v['on']})" if v else "– (no later rollouts)"
+        lines.append(f"| {r['iteration']} | {by_turn} | {held} | {pct(e.get('share_differs'))} | "
+                     f"{e.get('failed_final_fixed', '–')} | {r.get('relabeled_examples', '–')} | "
+                     f"{pct(r.get('validation_accuracy'))} |")
+    return "\n".join(lines)
+
+
+def plot_iterations(diag: dict, path: Path) -> Path:
+    """µCODE's iteration-over-iteration curve: rollout accuracy (the data each iteration trains
+    on) and validation Best-of-N accuracy of the generator it produced."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mucode_env.atomic import save_figure_atomic
+
+    its = diag["iterations"]
+    xs = [r["iteration"] for r in its]
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    roll = [r["rollout_accuracy_by_turn"][-1] if r.get("rollout_accuracy_by_turn") else None for r in its]
+    ax.plot(xs, [None if v is None else 100 * v for v in roll], "o-", label="rollouts of the iteration's generator")
+    val = [r.get("validation_accuracy") for r in its]
+    ax.plot(xs, [None if v is None else 100 * v for v in val], "s--", label="validation BoN after the iteration")
+    ax.set_xlabel("µCODE iteration")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_xticks(xs)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    save_figure_atomic(fig, path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def tables(config: HeadToHeadConfig) -> None:
-    """Table 1 (Markdown + CSV, intervals, paired differences), the per-turn plots and the power
-    analysis, from the committed cells alone (nothing is evaluated)."""
+    """Table 1 (Markdown + CSV, intervals, paired differences against the base model), the
+    differences against RFT, the turn gains, µCODE's diagnostics and iteration curve, the per-turn
+    plots and the power analysis, from the committed results alone (nothing is evaluated)."""
     from baselines.bench import write_tables
+    from mucode_env.atomic import write_text_atomic
 
     found = cells(config.results_dir)
     agents = tuple(dict.fromkeys(c["agent"] for c in found))
     files = write_tables(found, config.bench(agents, train=False))
+    results = Path(config.results_dir)
+    sections = ["## Against RFT\n\n" + versus(found, "rft", seed=config.seed),
+                "## Turn gains\n\n" + turn_gains(found), "## Power\n\n" + plan(config)]
+    diag_file = results / "diagnostics" / "mucode.json"
+    if diag_file.is_file():
+        diag = json.loads(diag_file.read_text())
+        sections.insert(2, "## µCODE diagnostics\n\n" + diagnostics_table(diag)
+                        + "\n\n![µCODE by iteration](mucode_iterations.png)")
+        files["mucode_iterations.png"] = str(plot_iterations(diag, results / "mucode_iterations.png"))
+    write_text_atomic(results / "analysis.md", "\n\n".join(sections) + "\n")
+    files["analysis.md"] = str(results / "analysis.md")
     print("\n".join(f"{name}: {path}" for name, path in sorted(files.items())))
     print(plan(config))
 

