@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from agents.mucode.verifier import _group_by_problem, build_labels
+from agents.mucode.verifier import build_labels
 from agents.records import Trajectory
 from mucode_env.datasets.source import read_jsonl
 
@@ -46,8 +46,7 @@ def verifier_pairwise_accuracy(score: ScoreFn, trajectories: Iterable[Trajectory
     """The verifier's pairwise accuracy on ``trajectories`` (every turn a labelled response, as
     in its training data: the final turn's oracle, intermediate turns negative). Pass
     trajectories it was not trained on for a held-out number."""
-    groups = _group_by_problem(build_labels(trajectories))
-    flat = [lr for group in groups.values() for lr in group]
+    flat = build_labels(trajectories)
     values = score([lr.prompt for lr in flat], [lr.response for lr in flat])
     by_problem: dict[str, tuple[list[float], list[float]]] = {}
     for lr, v in zip(flat, values):
