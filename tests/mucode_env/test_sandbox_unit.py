@@ -447,6 +447,8 @@ def test_starved_reads_the_run_queue_wait_and_falls_back_to_cpu_share():
 
     assert not starved(r(cpu=0, wall=1000, delay=1))  # slept: not the machine's fault
     assert starved(r(cpu=300, wall=1000, delay=700))  # wanted a CPU 70% of the time
+    assert starved(r(cpu=516, wall=1035, delay=510))  # a memory hog under CI's load (49%)
+    assert not starved(r(cpu=850, wall=1000, delay=150))  # 15% lost: it still had most of its second
     assert not starved(r(cpu=990, wall=1000, delay=5))  # ran flat out: a real timeout
     assert starved(r(cpu=100, wall=1000, delay=None))  # no schedstat: the CPU-share rule
     assert not starved(r(cpu=900, wall=1000, delay=None))
