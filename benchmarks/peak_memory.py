@@ -33,6 +33,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--every", type=float, default=1.0, help="sampling period in seconds (default: %(default)s)")
     p.add_argument("--json", default=None, help="also write {peak_gib, wall_s, returncode} here")
+    p.add_argument("--trace", default=None,
+                   help="also write every sample here, as CSV 'elapsed_s,tree_rss_gib,unix_time' (which stage peaked)")
     p.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
     args = p.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -41,12 +43,21 @@ def main(argv=None) -> int:
     started = time.monotonic()
     child = subprocess.Popen(command)
     root, peak = psutil.Process(child.pid), 0
+    trace = open(args.trace, "w") if args.trace else None  # noqa: SIM115 (closed below)
+    if trace:
+        trace.write("elapsed_s,tree_rss_gib,unix_time\n")
     while child.poll() is None:
         try:
-            peak = max(peak, tree_rss(root))
+            rss = tree_rss(root)
         except psutil.NoSuchProcess:
             break
+        peak = max(peak, rss)
+        if trace:
+            trace.write(f"{time.monotonic() - started:.1f},{rss / 2**30:.3f},{time.time():.1f}\n")
+            trace.flush()
         time.sleep(args.every)
+    if trace:
+        trace.close()
     wall = time.monotonic() - started
     summary = {"peak_gib": peak / 2**30, "wall_s": wall, "returncode": child.returncode, "command": command}
     print(f"peak memory of the process tree: {summary['peak_gib']:.2f} GiB; wall {wall:.0f} s; "

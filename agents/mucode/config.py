@@ -71,7 +71,9 @@ class MuCodeConfig:
         backend_kwargs: extra kwargs for ``agents.backends.make_policy``.
         iterations: M.
         env_kwargs: more environment kwargs (``termination``...).
-        launch: how the two training stages run: in this process (default) or as a multi-GPU job
+        launch: how the two training stages run: in this process (default), in a child process
+            (``LaunchConfig(isolated=True)``, the presets: its memory is returned before the next
+            generation server starts) or as a multi-GPU job
             (``LaunchConfig.accelerate("deepspeed_zero3", num_processes=8)``; see
             :mod:`agents.training.launch`).
         ray: play the rollout and validation episodes on Ray actors
@@ -136,6 +138,7 @@ class MuCodeConfig:
             sft=SFTRunConfig(learning_rate=5e-7, epochs=2, batch_size=32, per_device_batch_size=4, max_length=4096,
                              torch_dtype="auto"),
             iterations=2,
+            launch=LaunchConfig(isolated=True),
             notes=("paper preset: Table 6 hyperparameters",),
         )
         return replace(base, **overrides)
@@ -173,6 +176,7 @@ class MuCodeConfig:
             validation=ValidationSettings(enabled=True, split="validation", max_problems=20, n=3,
                                           max_new_tokens=512),
             iterations=2,
+            launch=LaunchConfig(isolated=True),
             notes=("cpu preset: see MuCodeConfig.cpu docstring for the deviations from the paper",),
         )
         return replace(base, **overrides)

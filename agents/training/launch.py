@@ -17,9 +17,11 @@ algorithm: µCODE's verifier stage is defined next to the verifier.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -75,10 +77,17 @@ class LaunchConfig:
             or ``("torchrun", "--nproc_per_node", "8")``; ``-m agents.training.launch JOB_DIR`` is appended.
             Empty (the default): train in this process.
         env: extra environment variables for the job.
+        isolated: without a launcher, still train in a child Python process
+            (``python -m agents.training.launch JOB_DIR``) rather than in this one. The stage's
+            model, optimizer state and allocator arenas then go back to the system when it ends,
+            so a generation server started next (vLLM's KV cache is sized from free memory) finds
+            them free; it costs the child's start (~10 s of imports). The cpu and paper presets
+            set it.
     """
 
     command: tuple[str, ...] = ()
     env: dict[str, str] | None = None
+    isolated: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.command, str):
@@ -88,6 +97,11 @@ class LaunchConfig:
     @property
     def distributed(self) -> bool:
         return bool(self.command)
+
+    @property
+    def in_process(self) -> bool:
+        """Whether stages run in the calling process (no launcher, not isolated)."""
+        return not self.command and not self.isolated
 
     @classmethod
     def accelerate(cls, config_file: str | os.PathLike, num_processes: int | None = None) -> LaunchConfig:
@@ -108,9 +122,9 @@ class LaunchConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LaunchConfig:
-        unknown = set(d) - {"command", "env"}
+        unknown = set(d) - {"command", "env", "isolated"}
         if unknown:
-            raise ValueError(f"unknown LaunchConfig keys {sorted(unknown)}; allowed: ['command', 'env']")
+            raise ValueError(f"unknown LaunchConfig keys {sorted(unknown)}; allowed: ['command', 'env', 'isolated']")
         return cls(**d)
 
 
@@ -118,8 +132,9 @@ def run_stage(stage: Stage, base_model: str, data: Sequence[Any], config: Any, o
               launch: LaunchConfig | None = None) -> Path:
     """Train ``stage`` on ``data`` (records with ``to_row()``, or JSON rows) into ``output_dir``.
 
-    In this process when ``launch`` is None or not distributed; otherwise as a launched job whose
-    inputs and log live in ``<output_dir>.job/``. Either way the stage's target function receives
+    In this process when ``launch`` is None or :attr:`LaunchConfig.in_process`; otherwise as a
+    job (the launcher's, or one child process when only ``isolated``) whose inputs and log live
+    in ``<output_dir>.job/``. Either way the stage's target function receives
     the same JSON rows and configuration dict.
 
     Raises:
@@ -129,7 +144,7 @@ def run_stage(stage: Stage, base_model: str, data: Sequence[Any], config: Any, o
         raise TypeError(f"stage must be a Stage (e.g. agents.training.sft.SFT_STAGE), got {stage!r}")
     rows = [d.to_row() if hasattr(d, "to_row") else d for d in data]
     config_dict = json.loads(json.dumps(asdict(config), default=str))
-    if launch is None or not launch.distributed:
+    if launch is None or launch.in_process:
         return Path(stage.function()(base_model, rows, config_dict, str(output_dir)))
     out = Path(output_dir)
     job = out.with_name(f"{out.name}.job")
@@ -139,16 +154,39 @@ def run_stage(stage: Stage, base_model: str, data: Sequence[Any], config: Any, o
     env = {**os.environ, **(launch.env or {})}
     root = str(Path(__file__).resolve().parents[2])  # this checkout, importable by every process
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-    cmd = [*launch.command, "-m", "agents.training.launch", str(job.resolve())]
+    cmd = [*(launch.command or (sys.executable,)), "-m", "agents.training.launch", str(job.resolve())]
     started = time.time()
-    with (job / LOG_FILE).open("w") as log:
-        rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, check=False).returncode
+    with (job / LOG_FILE).open("wb") as log:
+        # the job's output goes to its log and through to our stderr (its progress bars)
+        # (own process group: an interrupted trainer kills the launcher and all its workers)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+        try:
+            for chunk in iter(lambda: proc.stdout.read1(65536), b""):  # type: ignore[union-attr]
+                log.write(chunk)
+                log.flush()
+                _echo(chunk)
+            rc = proc.wait()
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
     stats = out / "train_stats.json"
     if rc != 0 or not stats.is_file() or stats.stat().st_mtime < started - 1:
         tail = (job / LOG_FILE).read_text(errors="replace")[-_LOG_TAIL:]
         why = f"exited with status {rc}" if rc != 0 else f"exited cleanly but wrote no {out}"
         raise LaunchError(f"training job {' '.join(cmd)!r} {why}; log {job / LOG_FILE}:\n{tail}")
     return out
+
+
+def _echo(chunk: bytes) -> None:
+    stream = getattr(sys.stderr, "buffer", None)
+    if stream is not None:
+        stream.write(chunk)
+    else:
+        sys.stderr.write(chunk.decode(errors="replace"))
+    sys.stderr.flush()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

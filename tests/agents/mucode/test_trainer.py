@@ -135,7 +135,10 @@ def test_presets_reach_the_trainers_and_survive_json(tmp_path):
 
     f.write_text(json.dumps({"preset": "paper", "launch": {"command": ["accelerate", "launch", "--num_processes", "8"]}}))
     multi = MuCodeConfig.load(str(f))
-    assert multi.launch == LaunchConfig(("accelerate", "launch", "--num_processes", "8")) and multi.launch.distributed
+    assert multi.launch == LaunchConfig(("accelerate", "launch", "--num_processes", "8"), isolated=True)
+    assert multi.launch.distributed
+    # the presets train in a child process, so its memory is free for the next generation server
+    assert cpu.launch.isolated and MuCodeConfig.paper().launch.isolated and MuCodeConfig().launch.in_process
     assert MuCodeConfig.from_dict(json.loads(json.dumps(multi.to_dict()))) == multi
     assert not MuCodeConfig.cpu().launch.distributed
 

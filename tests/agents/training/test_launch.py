@@ -44,7 +44,9 @@ def test_launch_config_validation_and_accelerate_command():
     assert Path(cfg.command[3]).is_file()
     with pytest.raises(FileNotFoundError, match="shipped configs"):
         LaunchConfig.accelerate("zero9.yaml")
-    assert not LaunchConfig().distributed
+    assert not LaunchConfig().distributed and LaunchConfig().in_process
+    assert not LaunchConfig(isolated=True).distributed and not LaunchConfig(isolated=True).in_process
+    assert LaunchConfig.from_dict({"isolated": True}).isolated
     assert LaunchConfig.from_dict({"command": ["torchrun"]}).command == ("torchrun",)
     with pytest.raises(TypeError, match="not a string"):
         LaunchConfig("accelerate launch")
@@ -91,6 +93,54 @@ def test_two_process_sft_job_writes_one_merged_checkpoint(tiny_model_dir, tmp_pa
     assert any(not torch.equal(before[k], after[k]) for k in before)  # trained, and merged when LoRA
     job = json.loads((tmp_path / "gen.job" / "job.json").read_text())
     assert job["stage"] == "sft" and job["config"]["lora"] is lora
+
+
+def test_an_isolated_stage_trains_in_a_child_process(tiny_model_dir, tmp_path):
+    # one child Python process, no launcher: the stage's memory leaves with it (issue 10: the
+    # validation server found the fine-tuning's memory still held by the trainer's process)
+    out = run_stage(SFT_STAGE, str(tiny_model_dir), EXAMPLES, SFTRunConfig(**FAST), tmp_path / "gen",
+                    LaunchConfig(isolated=True))
+    job = tmp_path / "gen.job"
+    assert (job / "job.json").is_file() and (job / "launch.log").is_file()
+    stats = read_train_stats(out)
+    assert stats["world_size"] == 1 and stats["n_examples"] == 4 and (out / "config.json").is_file()
+    # in process (the default): no job directory
+    run_stage(SFT_STAGE, str(tiny_model_dir), EXAMPLES, SFTRunConfig(**FAST), tmp_path / "gen2", LaunchConfig())
+    assert (tmp_path / "gen2" / "config.json").is_file() and not (tmp_path / "gen2.job").exists()
+
+
+def test_an_interrupted_trainer_leaves_no_training_job_behind(tiny_model_dir, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    # the "launcher" starts a worker and waits; the trainer is interrupted while it runs
+    job = ("import subprocess, time; w = subprocess.Popen(['sleep', '300']); "
+           "print('WORKER', w.pid, flush=True); time.sleep(300)")
+    driver = (f"import sys; from agents.training.launch import LaunchConfig, run_stage; "
+              f"from agents.training.sft import SFT_STAGE, SFTRunConfig; "
+              f"run_stage(SFT_STAGE, {str(tiny_model_dir)!r}, [], SFTRunConfig(), {str(tmp_path / 'gen')!r}, "
+              f"LaunchConfig((sys.executable, '-c', {job!r})))")
+    proc = subprocess.Popen([sys.executable, "-c", driver], stderr=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).resolve().parents[3])
+    line = ""
+    while not line.startswith("WORKER"):
+        line = proc.stderr.readline()
+        assert line or proc.poll() is None, "the driver exited before its job started"
+    worker = int(line.split()[1])
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=30) != 0
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(worker, signal.SIGKILL)
+        pytest.fail("the job's worker outlived the interrupted trainer")
 
 
 def test_a_failing_job_names_its_log(tiny_model_dir, tmp_path):
