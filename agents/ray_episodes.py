@@ -31,7 +31,6 @@ node that builds a replica.
 
 from __future__ import annotations
 
-import collections
 import functools
 import os
 import time
@@ -46,6 +45,7 @@ from agents.policy import Policy
 from agents.records import Trajectory
 from mucode_env.errors import MuCodeError
 from mucode_env.sandbox import RaySandboxConfig, SandboxConfig, SandboxLimits
+from mucode_env.sandbox.ray_actors import ActorPool, ActorSlot, import_ray
 
 __all__ = ["INSTALL_HINT", "RayEpisodes", "RayEpisodesConfig", "RayEpisodesError"]
 
@@ -229,30 +229,7 @@ def _remote_actor_class() -> Any:
     return ray.remote(EpisodeActor)
 
 
-def _import_ray() -> Any:
-    try:
-        import ray
-    except ImportError as exc:
-        raise ImportError(INSTALL_HINT) from exc
-    return ray
-
-
 # ---- the driver -----------------------------------------------------------------------------------
-class _Slot:
-    """One actor slot (its index fixes its endpoint) and the chunks it holds."""
-
-    def __init__(self, index: int, handle: Any, describe_ref: Any) -> None:
-        self.index = index
-        self.handle = handle
-        self.describe_ref = describe_ref
-        self.info: dict[str, Any] | None = None
-        self.in_flight = 0
-
-    @property
-    def ready(self) -> bool:
-        return self.info is not None
-
-
 class RayEpisodes:
     """Plays episodes on Ray actors, each with a replica of one policy (see the module docstring).
 
@@ -273,29 +250,28 @@ class RayEpisodes:
     def __init__(self, config: RayEpisodesConfig, policy: Policy | PolicySpec) -> None:
         self.config = config
         self._closed = True
-        ray = _import_ray()
+        ray = import_ray(INSTALL_HINT)
         if not ray.is_initialized():
             ray.init(address=config.address)
         self._ray = ray
-        self._died = (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError, ray.exceptions.NodeDiedError,
-                      ray.exceptions.WorkerCrashedError)
         try:
             self._policy_ref = ray.put(policy)
         except Exception as exc:  # an engine in memory does not pickle: its recipe does
             raise ValueError(f"the policy {type(policy).__name__} cannot be sent to Ray actors ({exc}); pass an "
                              "agents.backends.PolicySpec (backend, model, kwargs) instead") from exc
-        self._closed = False
-        self._slots: list[_Slot] = []
-        self._failures_in_a_row = 0
         self.stats = {"chunks": 0, "resubmitted_chunks": 0, "actor_failures": 0, "actors_started": 0}
-        try:
-            self._slots = [self._spawn(k) for k in range(config.n_actors)]
-            self._wait_until_started()
-        except BaseException:
-            self.close()
-            raise
-        self.policy_name = self._slots[0].info["policy_name"]  # type: ignore[index]
-        if not all(slot.info["accepts_seeds"] for slot in self._slots):  # type: ignore[index]
+        died = (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError, ray.exceptions.NodeDiedError,
+                ray.exceptions.WorkerCrashedError)
+        self._pool = ActorPool(ray, self._spawn, n_actors=config.n_actors, capacity=config.chunks_per_actor,
+                               max_failures=config.max_actor_failures, start_timeout_s=config.start_timeout_s,
+                               error=RayEpisodesError, what="episode actor", unplaced=self._unplaced_message,
+                               died=died, stats=self.stats, resubmitted_key="resubmitted_chunks",
+                               init_failed="an episode actor failed to build its policy or sandbox")
+        self._pool.start()
+        self._closed = False
+        infos = [slot.info or {} for slot in self._pool.slots]
+        self.policy_name = infos[0]["policy_name"]
+        if not all(info["accepts_seeds"] for info in infos):
             warnings.warn(f"policy {self.policy_name} takes no per-episode seeds: its samples depend on which "
                           "episodes share a generate call, so results change with the number of actors and "
                           "chunk_size", RuntimeWarning, stacklevel=2)
@@ -310,11 +286,11 @@ class RayEpisodes:
     @property
     def actors(self) -> list[Any]:
         """The live actor handles (for inspection; dead ones are replaced by the runner)."""
-        return [slot.handle for slot in self._slots]
+        return [slot.handle for slot in self._pool.slots]
 
     def actor_info(self) -> list[dict[str, Any]]:
         """Node id, pid, sandbox tier, endpoint and policy name of each started actor."""
-        return [dict(slot.info) for slot in self._slots if slot.info is not None]
+        return [dict(slot.info) for slot in self._pool.slots if slot.info is not None]
 
     def play(
         self,
@@ -369,8 +345,6 @@ class RayEpisodes:
         task_ref = ray.put(_Task(env_id, dict(env_kwargs), play_kwargs))
         size = self.config.chunk_size
         chunks = [list(range(i, min(i + size, len(specs)))) for i in range(0, len(specs), size)]
-        queue: collections.deque[int] = collections.deque(range(len(chunks)))
-        in_flight: dict[Any, tuple[_Slot, int]] = {}
         done: list[Trajectory | None] = [None] * len(specs)
         bar = None
         if progress:
@@ -378,35 +352,25 @@ class RayEpisodes:
 
             total = progress_total if progress_total is not None else len(specs)
             bar = tqdm(total=total, initial=total - len(specs), desc=progress_desc, unit="ep")
-        self._failures_in_a_row = 0
-        stalled_since = time.monotonic()
+
+        def submit(slot: ActorSlot, chunk: int) -> Any:
+            self.stats["chunks"] += 1
+            return slot.handle.play.remote([task_ref], [specs[i] for i in chunks[chunk]], chunks[chunk])
+
+        def on_result(chunk: int, value: tuple[list[Trajectory], EpisodeStats]) -> None:
+            trajs, chunk_stats = value
+            stats.add(chunk_stats)
+            for traj_index, traj in zip(chunks[chunk], trajs):
+                if done[traj_index] is None:  # every episode is delivered once
+                    done[traj_index] = traj
+                    if bar is not None:
+                        bar.update(1)
+                    if on_done is not None:
+                        on_done(traj)
+
         try:
-            while queue or in_flight:
-                self._dispatch(task_ref, specs, chunks, queue, in_flight)
-                starting = {slot.describe_ref: slot for slot in self._slots if slot.describe_ref is not None}
-                if in_flight or any(slot.ready for slot in self._slots):
-                    stalled_since = time.monotonic()
-                elif time.monotonic() - stalled_since > self.config.start_timeout_s:
-                    raise RayEpisodesError(self._unplaced_message(len(starting)))
-                waiting = [*in_flight, *starting]
-                if not waiting:  # nothing to wait for (cannot happen while every slot is started or starting)
-                    raise RayEpisodesError("no episode actor is started or starting; chunks are left over")
-                ready, rest = ray.wait(waiting, num_returns=1, timeout=1.0)
-                if ready and rest:  # take every answer already there, not one per wake-up
-                    ready += ray.wait(rest, num_returns=len(rest), timeout=0)[0]
-                for ref in ready:
-                    if ref in starting and starting[ref] in self._slots:
-                        self._collect_start(starting[ref], queue, in_flight)
-                    elif ref in in_flight:  # not handed back by an actor failure met earlier in this round
-                        for traj_index, traj in self._collect(ref, chunks, queue, in_flight, stats):
-                            if done[traj_index] is None:  # every episode is delivered once
-                                done[traj_index] = traj
-                                if bar is not None:
-                                    bar.update(1)
-                                if on_done is not None:
-                                    on_done(traj)
-                if on_round is not None:
-                    on_round(stats)
+            self._pool.run(len(chunks), submit, on_result,
+                           on_round=None if on_round is None else (lambda: on_round(stats)))
         finally:
             if bar is not None:
                 bar.close()
@@ -418,56 +382,16 @@ class RayEpisodes:
         if self._closed:
             return
         self._closed = True
-        slots, self._slots = self._slots, []
-        ray = self._ray
-        try:  # started actors clean up their sandboxes (scratch dirs, sandbox actors) first
-            refs = [slot.handle.close.remote() for slot in slots if slot.ready]
-            if refs:
-                ray.wait(refs, num_returns=len(refs), timeout=10.0)
-        except Exception:  # a dead actor or a session already shut down: nothing left to close
-            pass
-        for slot in slots:
-            self._kill(slot)
+        self._pool.close()
 
     # ---- actors ----------------------------------------------------------------------------------
-    def _spawn(self, k: int) -> _Slot:
+    def _spawn(self, k: int) -> Any:
         config = self.config
         options = {"num_cpus": config.cpus_per_actor, "num_gpus": config.gpus_per_actor, "max_concurrency": 1,
                    "max_restarts": 0, "max_task_retries": 0, "scheduling_strategy": "SPREAD",
                    **config.ray_options}
-        handle = _remote_actor_class().options(**options).remote(
+        return _remote_actor_class().options(**options).remote(
             self._policy_ref, config.sandbox_for_actor, config.endpoint(k), config.cpus_per_actor)
-        self.stats["actors_started"] += 1
-        return _Slot(k, handle, handle.describe.remote())
-
-    def _kill(self, slot: _Slot) -> None:
-        try:
-            self._ray.kill(slot.handle, no_restart=True)
-        except Exception:  # already dead, or the session is gone
-            pass
-
-    def _started(self, slot: _Slot) -> None:
-        """Record a started actor; an actor whose constructor raised is a configuration error."""
-        try:
-            slot.info = self._ray.get(slot.describe_ref)
-        except self._ray.exceptions.RayActorError as exc:
-            if getattr(exc, "actor_init_failed", False):
-                raise RayEpisodesError(f"an episode actor failed to build its policy or sandbox: {exc}") from None
-            raise
-        slot.describe_ref = None
-
-    def _wait_until_started(self) -> None:
-        pending = {slot.describe_ref: slot for slot in self._slots}
-        deadline = time.monotonic() + self.config.start_timeout_s
-        while pending:
-            ready, _ = self._ray.wait(list(pending), num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
-            if not ready:
-                raise RayEpisodesError(self._unplaced_message(len(pending)))
-            slot = pending.pop(ready[0])
-            try:
-                self._started(slot)
-            except self._died as exc:
-                raise RayEpisodesError(f"an episode actor died while starting: {exc}") from None
 
     def _unplaced_message(self, n: int) -> str:
         try:
@@ -479,59 +403,3 @@ class RayEpisodes:
         return (f"{n} episode actor(s) were not started within start_timeout_s={c.start_timeout_s} s: "
                 f"{c.n_actors} actors x {c.cpus_per_actor} CPUs (+{c.gpus_per_actor} GPUs) requested, the cluster "
                 f"has {have} (lower n_actors/cpus_per_actor, add nodes, or check ray_options' resources)")
-
-    def _replace(self, slot: _Slot, queue: collections.deque[int], in_flight: dict[Any, tuple[_Slot, int]],
-                 reason: str) -> None:
-        """An actor died: its chunks go first in line, it is ended and another takes its slot."""
-        self.stats["actor_failures"] += 1
-        self._failures_in_a_row += 1
-        lost = sorted(chunk for owner, chunk in in_flight.values() if owner is slot)
-        for ref in [ref for ref, (owner, _) in in_flight.items() if owner is slot]:
-            del in_flight[ref]
-        queue.extendleft(reversed(lost))
-        self.stats["resubmitted_chunks"] += len(lost)
-        self._kill(slot)
-        if self._failures_in_a_row > self.config.max_actor_failures:
-            self._slots.remove(slot)
-            raise RayEpisodesError(f"episode actors died {self._failures_in_a_row} times in a row "
-                                   f"(max_actor_failures={self.config.max_actor_failures}); last: {reason}")
-        self._slots[self._slots.index(slot)] = self._spawn(slot.index)
-
-    # ---- scheduling ------------------------------------------------------------------------------
-    def _dispatch(self, task_ref: Any, specs: Sequence[EpisodeSpec], chunks: list[list[int]],
-                  queue: collections.deque[int], in_flight: dict[Any, tuple[_Slot, int]]) -> None:
-        """Fill every started actor up to ``chunks_per_actor``, one chunk each in turn."""
-        while queue:
-            free = [slot for slot in self._slots if slot.ready and slot.in_flight < self.config.chunks_per_actor]
-            if not free:
-                return
-            for slot in sorted(free, key=lambda s: s.in_flight):
-                if not queue:
-                    return
-                chunk = queue.popleft()
-                ref = slot.handle.play.remote([task_ref], [specs[i] for i in chunks[chunk]], chunks[chunk])
-                in_flight[ref] = (slot, chunk)
-                slot.in_flight += 1
-                self.stats["chunks"] += 1
-
-    def _collect_start(self, slot: _Slot, queue: collections.deque[int],
-                       in_flight: dict[Any, tuple[_Slot, int]]) -> None:
-        try:
-            self._started(slot)
-        except self._died as exc:
-            self._replace(slot, queue, in_flight, f"an actor died while starting: {exc}")
-
-    def _collect(self, ref: Any, chunks: list[list[int]], queue: collections.deque[int],
-                 in_flight: dict[Any, tuple[_Slot, int]], stats: EpisodeStats) -> list[tuple[int, Trajectory]]:
-        """The (index, trajectory) pairs of a finished chunk; none when its actor died (re-queued)."""
-        slot, chunk = in_flight[ref]
-        try:
-            trajs, chunk_stats = self._ray.get(ref)
-        except self._died as exc:  # the actor (or its node) died: its chunks run again elsewhere
-            self._replace(slot, queue, in_flight, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-            return []
-        del in_flight[ref]
-        slot.in_flight -= 1
-        self._failures_in_a_row = 0
-        stats.add(chunk_stats)
-        return list(zip(chunks[chunk], trajs))

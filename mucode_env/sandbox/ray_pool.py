@@ -13,11 +13,9 @@ bubblewrap; ``ray_options={"runtime_env": ...}`` can ship the package instead.
 
 from __future__ import annotations
 
-import collections
 import functools
 import os
 import threading
-import time
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -29,6 +27,7 @@ from mucode_env.sandbox.cache import ResultCache, run_once_each
 from mucode_env.sandbox.executor import SharedPool
 from mucode_env.sandbox.limits import SandboxLimits
 from mucode_env.sandbox.pool import Job, Sandbox, SandboxConfig
+from mucode_env.sandbox.ray_actors import ActorPool, ActorSlot, import_ray
 from mucode_env.sandbox.results import ExecResult
 
 INSTALL_HINT = "the Ray executor needs Ray: pip install 'mucode[ray]'"
@@ -144,28 +143,6 @@ def _remote_actor_class() -> Any:
     return ray.remote(SandboxActor)
 
 
-def _import_ray() -> Any:
-    try:
-        import ray
-    except ImportError as exc:
-        raise ImportError(INSTALL_HINT) from exc
-    return ray
-
-
-class _Slot:
-    """One actor and the work it holds: ready once ``describe`` answered."""
-
-    def __init__(self, handle: Any, describe_ref: Any) -> None:
-        self.handle = handle
-        self.describe_ref = describe_ref
-        self.info: dict[str, Any] | None = None
-        self.in_flight = 0
-
-    @property
-    def ready(self) -> bool:
-        return self.info is not None
-
-
 class RaySandbox(SharedPool):
     """An :class:`~mucode_env.sandbox.executor.Executor` whose jobs run on Ray actors.
 
@@ -182,26 +159,23 @@ class RaySandbox(SharedPool):
 
     def __init__(self, config: RaySandboxConfig | None = None) -> None:
         self.config = config or RaySandboxConfig()
-        ray = _import_ray()
+        self._closed = True  # until the actors start
+        ray = import_ray(INSTALL_HINT)
         if not ray.is_initialized():
             ray.init(address=self.config.address)
         self._ray = ray
         self._actor_config = replace(self.config.sandbox, n_workers=self.config.workers_per_actor)
         self._cache = ResultCache(self.config.cache_size)
         self._lock = threading.Lock()
-        self._slots: list[_Slot] = []
-        self._closed = False
-        self._rotation = 0
-        self._failures_in_a_row = 0
         self.stats = {"executions": 0, "cache_hits": 0, "calls": 0, "resubmitted": 0,
                       "actor_failures": 0, "actors_started": 0}
-        try:
-            for _ in range(self.config.n_actors):
-                self._slots.append(self._spawn())
-            self._wait_until_started()
-        except BaseException:
-            self.close()
-            raise
+        c = self.config
+        self._pool = ActorPool(ray, self._spawn, n_actors=c.n_actors, capacity=c.in_flight_per_actor,
+                               max_failures=c.max_actor_failures, start_timeout_s=c.start_timeout_s,
+                               error=SandboxError, what="sandbox actor", unplaced=self._unplaced_message,
+                               died=(ray.exceptions.RayError,), on_started=self._warn_weaker_jail, stats=self.stats)
+        self._pool.start()
+        self._closed = False
 
     # ---- public API --------------------------------------------------------------------------
     @property
@@ -212,11 +186,11 @@ class RaySandbox(SharedPool):
     @property
     def actors(self) -> list[Any]:
         """The live actor handles (for inspection; the sandbox replaces dead ones itself)."""
-        return [slot.handle for slot in self._slots]
+        return [slot.handle for slot in self._pool.slots]
 
     def actor_info(self) -> list[dict[str, Any]]:
         """Node id, pid, tier and workers of each started actor."""
-        return [dict(slot.info) for slot in self._slots if slot.info is not None]
+        return [dict(slot.info) for slot in self._pool.slots if slot.info is not None]
 
     def run(self, code: str, tests: Iterable[TestCase], setup: str = "", limits: SandboxLimits | None = None) -> ExecResult:
         """Run one program on ``tests``."""
@@ -238,55 +212,22 @@ class RaySandbox(SharedPool):
 
     def close(self) -> None:
         """Close every actor's pool, then end the actors (idempotent). The Ray session stays."""
-        if getattr(self, "_closed", True):  # closed already, or __init__ failed before any actor
+        if getattr(self, "_closed", True):  # closed already, or __init__ failed before the actors
             return
         self._closed = True
-        slots, self._slots = self._slots, []
-        ray = self._ray
-        try:  # started actors clean up their pools (scratch dirs of the process tier) first
-            refs = [slot.handle.close.remote() for slot in slots if slot.ready]
-            if refs:
-                ray.wait(refs, num_returns=len(refs), timeout=10.0)
-        except Exception:  # a dead actor or a session already shut down: nothing left to close
-            pass
-        for slot in slots:
-            self._kill(slot)
+        self._pool.close()
 
     # ---- actors --------------------------------------------------------------------------------
-    def _spawn(self) -> _Slot:
+    def _spawn(self, index: int) -> Any:
         options = {"num_cpus": self.config.cpus_per_actor, "max_concurrency": self.config.in_flight_per_actor + 2,
                    "max_restarts": 0, "max_task_retries": 0, "scheduling_strategy": "SPREAD",
                    **self.config.ray_options}
-        handle = _remote_actor_class().options(**options).remote(self._actor_config)
-        self.stats["actors_started"] += 1
-        return _Slot(handle, handle.describe.remote())
+        return _remote_actor_class().options(**options).remote(self._actor_config)
 
-    def _kill(self, slot: _Slot) -> None:
-        try:
-            self._ray.kill(slot.handle, no_restart=True)
-        except Exception:  # already dead, or the session is gone
-            pass
-
-    def _started(self, slot: _Slot) -> None:
-        """Record a started actor (its ``describe`` answered) and warn about a weaker jail."""
-        slot.info = self._ray.get(slot.describe_ref)
-        slot.describe_ref = None
-        if self.config.sandbox.tier == "auto" and slot.info["tier"] != "bwrap":
+    def _warn_weaker_jail(self, slot: ActorSlot) -> None:
+        if self.config.sandbox.tier == "auto" and slot.info and slot.info["tier"] != "bwrap":
             warnings.warn(f"mucode RaySandbox: the actor on node {slot.info['node_id'][:12]} runs the "
                           f"{slot.info['tier']!r} tier (no bubblewrap there)", RuntimeWarning, stacklevel=3)
-
-    def _wait_until_started(self) -> None:
-        pending = {slot.describe_ref: slot for slot in self._slots}
-        deadline = time.monotonic() + self.config.start_timeout_s
-        while pending:
-            ready, _ = self._ray.wait(list(pending), num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
-            if not ready:
-                raise SandboxError(self._unplaced_message(len(pending)))
-            slot = pending.pop(ready[0])
-            try:
-                self._started(slot)
-            except self._ray.exceptions.RayError as exc:
-                raise SandboxError(f"a sandbox actor failed to start: {exc}") from None
 
     def _unplaced_message(self, n: int) -> str:
         try:
@@ -297,93 +238,20 @@ class RaySandbox(SharedPool):
                 f"{self.config.n_actors} actors x {self.config.cpus_per_actor} CPUs requested, the cluster has "
                 f"{available} CPUs (lower n_actors/cpus_per_actor, add nodes, or check ray_options' resources)")
 
-    def _replace(self, slot: _Slot, queue: collections.deque[int], in_flight: dict[Any, tuple[_Slot, int]],
-                 reason: str) -> None:
-        """An actor failed: put its unanswered jobs first in line, end it, start another."""
-        self.stats["actor_failures"] += 1
-        self._failures_in_a_row += 1
-        lost = sorted(index for ref, (owner, index) in in_flight.items() if owner is slot)
-        for ref in [ref for ref, (owner, _) in in_flight.items() if owner is slot]:
-            del in_flight[ref]
-        queue.extendleft(reversed(lost))
-        self.stats["resubmitted"] += len(lost)
-        self._kill(slot)
-        if self._failures_in_a_row > self.config.max_actor_failures:
-            self._slots.remove(slot)
-            raise SandboxError(f"sandbox actors failed {self._failures_in_a_row} times in a row "
-                               f"(max_actor_failures={self.config.max_actor_failures}); last: {reason}")
-        self._slots[self._slots.index(slot)] = self._spawn()
-
     # ---- scheduling ------------------------------------------------------------------------------
     def _run_unique(self, jobs: list[Job]) -> list[ExecResult]:
-        ray = self._ray
+        """One job per call (a slow program delays only its own answer), on the actors' bound."""
         results: list[ExecResult | None] = [None] * len(jobs)
-        queue = collections.deque(range(len(jobs)))
-        in_flight: dict[Any, tuple[_Slot, int]] = {}
-        self._failures_in_a_row = 0
-        while len(self._slots) < self.config.n_actors:  # an earlier execute gave up on a failing actor
-            self._slots.append(self._spawn())
-        stalled_since = time.monotonic()
-        while queue or in_flight:
-            self._dispatch(jobs, queue, in_flight)
-            starting = {slot.describe_ref: slot for slot in self._slots if slot.describe_ref is not None}
-            if not in_flight and not any(slot.ready for slot in self._slots):
-                if time.monotonic() - stalled_since > self.config.start_timeout_s:
-                    raise SandboxError(self._unplaced_message(len(starting)))
-                timeout: float | None = 1.0
-            else:
-                stalled_since = time.monotonic()
-                timeout = None
-            waiting = [*in_flight, *starting]
-            ready, rest = ray.wait(waiting, num_returns=1, timeout=timeout)
-            if ready and rest:  # take every answer already there, not one per round
-                ready += ray.wait(rest, num_returns=len(rest), timeout=0)[0]
-            for ref in ready:
-                if ref in starting and starting[ref] in self._slots:
-                    self._collect_start(starting[ref], queue, in_flight)
-                elif ref in in_flight:  # not handed back by an actor failure met earlier in this round
-                    self._collect(ref, results, queue, in_flight)
+
+        def submit(slot: ActorSlot, index: int) -> Any:
+            self.stats["calls"] += 1
+            return slot.handle.execute.remote([jobs[index]])
+
+        def on_result(index: int, value: list[ExecResult]) -> None:
+            (result,) = value
+            results[index] = result
+            if not result.cache_hit:
+                self.stats["executions"] += 1
+
+        self._pool.run(len(jobs), submit, on_result)
         return results  # type: ignore[return-value]
-
-    def _dispatch(self, jobs: list[Job], queue: collections.deque[int], in_flight: dict[Any, tuple[_Slot, int]]) -> None:
-        """Fill every started actor up to its in-flight bound, round robin, one job per call: a
-        slow program then delays only its own answer, never a batch of others."""
-        ready = [slot for slot in self._slots if slot.ready]
-        if not ready:
-            return
-        self._rotation = (self._rotation + 1) % len(ready)
-        ready = ready[self._rotation:] + ready[: self._rotation]
-        capacity = self.config.in_flight_per_actor
-        while queue:
-            free = [slot for slot in ready if slot.in_flight < capacity]
-            if not free:
-                return
-            for slot in free:
-                if not queue:
-                    return
-                index = queue.popleft()
-                in_flight[slot.handle.execute.remote([jobs[index]])] = (slot, index)
-                slot.in_flight += 1
-                self.stats["calls"] += 1
-
-    def _collect_start(self, slot: _Slot, queue: collections.deque[int],
-                       in_flight: dict[Any, tuple[_Slot, int]]) -> None:
-        try:
-            self._started(slot)
-        except self._ray.exceptions.RayError as exc:
-            self._replace(slot, queue, in_flight, f"an actor failed to start: {exc}")
-
-    def _collect(self, ref: Any, results: list[ExecResult | None], queue: collections.deque[int],
-                 in_flight: dict[Any, tuple[_Slot, int]]) -> None:
-        slot, index = in_flight[ref]
-        try:
-            (result,) = self._ray.get(ref)
-        except self._ray.exceptions.RayError as exc:  # the actor (or its node) died: all it held runs again
-            self._replace(slot, queue, in_flight, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-            return
-        del in_flight[ref]
-        slot.in_flight -= 1
-        self._failures_in_a_row = 0
-        results[index] = result
-        if not result.cache_hit:
-            self.stats["executions"] += 1

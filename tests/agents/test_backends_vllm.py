@@ -134,6 +134,21 @@ def test_cpu_bind_uses_the_allowed_cpus():
 
 
 # ---- lifecycle against the fake server -----------------------------------------------------------
+@pytest.mark.parametrize("has_bf16", [True, False])
+def test_dtype_auto_serves_bf16_only_where_the_cpu_computes_it(fake_venv, tmp_path, monkeypatch, has_bf16):
+    # without AVX512-BF16/AMX vLLM emulates bf16 (a Zen 3 EPYC spent minutes in the start-up
+    # profile run alone): the CPU build then serves float32
+    import agents.training.precision as precision
+
+    monkeypatch.setattr(precision, "bf16_supported", lambda device=None: has_bf16)
+    server = VLLMServer(fake_config(fake_venv, tmp_path))
+    assert server.config.dtype == "auto"
+    assert server.dtype() == ("bfloat16" if has_bf16 else "float32")
+    argv = server._server_command(vllm_python(fake_venv))
+    assert argv[argv.index("--dtype") + 1] == server.dtype()
+    assert VLLMServer(fake_config(fake_venv, tmp_path, dtype="float16")).dtype() == "float16"  # as asked
+
+
 def test_start_health_request_stop(fake_venv, tmp_path, cache):
     (tmp_path / "model").mkdir()
     policy = make_policy("vllm", tmp_path / "model", venv=fake_venv, log_file=tmp_path / "server.log",

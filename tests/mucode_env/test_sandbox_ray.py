@@ -281,6 +281,19 @@ def test_unplaceable_actors_fail_with_a_message_and_close_ends_the_actors(cluste
 
 
 @pytest.mark.slow
+def test_an_actor_whose_pool_cannot_start_is_reported_at_once(cluster):
+    # a configuration error (here: the jail tier asked for, no bwrap on the actors' PATH) is not a
+    # death to retry until max_actor_failures: it fails the construction, naming the cause
+    config = RaySandboxConfig(n_actors=1, cpus_per_actor=1, start_timeout_s=120,
+                              sandbox=SandboxConfig(tier="bwrap", preload=()),
+                              ray_options={"runtime_env": {"env_vars": {"PATH": "/nonexistent"}}})
+    started = time.monotonic()
+    with pytest.raises(SandboxError, match=r"(?s)failed to start \(its constructor raised\).*bubblewrap"):
+        RaySandbox(config)
+    assert time.monotonic() - started < 60
+
+
+@pytest.mark.slow
 def test_a_node_that_dies_mid_batch_changes_nothing(cluster):
     # A spot node holds the only actor; it dies mid-batch and a new node (what an autoscaler does)
     # takes the replacement, which re-runs the unanswered jobs.
