@@ -246,6 +246,16 @@ class MuCodeTrainer:
         write_json_atomic(it_dir / "validation.json", out, default=str)
         return mark_done(it_dir, "validation", out)
 
+    def _check_problems(self) -> None:
+        """Load the training (and validation) problems once before any stage, so missing data or
+        a bad problem id fails in a second, not after a generation server's minutes of start-up."""
+        cfg = self.config
+        data_dir = self._env_kwargs().get("data_dir")
+        env_problems(cfg.env_id, split=cfg.train_split, problem_ids=cfg.train_problem_ids,
+                     limit=cfg.max_train_problems, data_dir=data_dir)
+        if cfg.validation.enabled:
+            env_problems(cfg.env_id, split=cfg.validation.split, limit=cfg.validation.max_problems, data_dir=data_dir)
+
     # -- main loop -----------------------------------------------------------------------------
     def train(self) -> dict[str, Any]:
         """Run (or resume) all M iterations; returns the run report (also saved as JSON + PNGs)."""
@@ -258,6 +268,7 @@ class MuCodeTrainer:
                 logger.warning("run_dir %s holds a different config; finished stages are reused as they are", self.run_dir)
         write_json_atomic(cfg_file, cfg.to_dict(), default=str)
 
+        self._check_problems()
         aggregated: list[Trajectory] = []
         iterations = []
         from tqdm.auto import tqdm

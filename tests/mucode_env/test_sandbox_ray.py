@@ -26,15 +26,6 @@ T = hostile.T
 OBJECT_STORE = 80 << 20  # bytes per node: jobs and verdicts are small
 
 
-def import_ray():
-    """Ray, or a skip outside CI; in CI (which installs mucode[ray]) a missing Ray fails."""
-    if os.environ.get("CI") == "true":
-        import ray
-
-        return ray
-    return pytest.importorskip("ray")
-
-
 # ---- without a cluster ----------------------------------------------------------------------------
 @pytest.mark.parametrize("kwargs, field", [
     ({"n_actors": 0}, "n_actors"), ({"cpus_per_actor": 0}, "cpus_per_actor"), ({"n_actors": True}, "n_actors"),
@@ -64,7 +55,7 @@ def test_without_ray_the_error_says_how_to_install(monkeypatch):
 # ---- a two-node cluster on this machine -------------------------------------------------------------
 @pytest.fixture(scope="module")
 def cluster():
-    ray = import_ray()
+    ray = pytest.importorskip("ray")  # a failure under CI=true (tests/conftest.py)
     from ray.cluster_utils import Cluster
 
     if ray.is_initialized():
@@ -198,7 +189,7 @@ def test_identical_jobs_run_once_and_the_cache_serves_every_actor(rsb):
 
 @pytest.mark.slow
 def test_in_flight_work_per_actor_is_bounded(cluster):
-    ray = import_ray()
+    ray = pytest.importorskip("ray")  # a failure under CI=true (tests/conftest.py)
     config = RaySandboxConfig(n_actors=1, cpus_per_actor=1, max_in_flight_per_actor=2, cache_size=0,
                               sandbox=SandboxConfig(tier="process", preload=()))
     with RaySandbox(config) as sb:
@@ -213,7 +204,7 @@ def test_in_flight_work_per_actor_is_bounded(cluster):
 def test_an_actor_killed_mid_batch_changes_nothing(rsb):
     import psutil
 
-    ray = import_ray()
+    ray = pytest.importorskip("ray")  # a failure under CI=true (tests/conftest.py)
     jobs = sleeper_jobs(16, 0.3, "kill")
     victim = rsb.actors[0]
     victim_pid = next(i["pid"] for i in rsb.actor_info())
@@ -239,7 +230,7 @@ def test_an_actor_killed_mid_batch_changes_nothing(rsb):
 
 @pytest.mark.slow
 def test_a_sandbox_error_inside_an_actor_is_reported_not_cached(cluster, mbpp):
-    ray = import_ray()
+    ray = pytest.importorskip("ray")  # a failure under CI=true (tests/conftest.py)
     config = RaySandboxConfig(n_actors=1, cpus_per_actor=1, sandbox=SandboxConfig(tier="process", preload=()))
     dies = "import sys\nsys.exit(3)\n"  # a worker that cannot start: the pool's own retry fails too
 

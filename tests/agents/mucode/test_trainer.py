@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -102,6 +104,22 @@ def test_two_iterations_end_to_end_and_resume(setup, tmp_path):
     MuCodeTrainer(cfg, _factory(sols, calls)).train()
     assert ("scripted" not in {b for _, b in calls})  # no rollout was redone
     assert (run / "iter2" / "generator.done").is_file()
+
+
+def test_missing_data_fails_before_any_policy_is_built(setup, tmp_path):
+    # a generation server takes minutes to start: the data is checked first
+    from mucode_env.errors import DatasetError, UnknownProblemError
+
+    tiny, sols, data_dir = setup
+    calls: list = []
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    with pytest.raises(DatasetError, match="mbpp"):
+        MuCodeTrainer(_config(tmp_path / "a", tiny, empty), _factory(sols, calls)).train()
+    with pytest.raises(UnknownProblemError, match="MBPP/99999"):
+        MuCodeTrainer(replace(_config(tmp_path / "b", tiny, data_dir), train_problem_ids=("MBPP/99999",)),
+                      _factory(sols, calls)).train()
+    assert calls == []
 
 
 def test_presets_reach_the_trainers_and_survive_json(tmp_path):
