@@ -27,7 +27,7 @@ from agents.policy import SamplingParams  # noqa: E402
 from agents.rollout import RolloutConfig, run_rollouts  # noqa: E402
 
 log = logging.getLogger("rollout_throughput")
-LABELS = {"llama_cpp": "llama.cpp (GGUF)", "transformers": "transformers (fp32)", "vllm": "vLLM (bf16)"}
+LABELS = {"llama_cpp": "llama.cpp (GGUF)", "transformers": "transformers (fp32)", "vllm": "vLLM"}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -92,6 +92,8 @@ def bench(backend: str, args: argparse.Namespace) -> list[dict]:
     # One short request first, so that no lane pays for first-call warm-up (vLLM's first batch).
     policy.generate([[{"role": "user", "content": "Say hi"}]], SamplingParams(max_new_tokens=4))
     load_s = time.perf_counter() - t0
+    server = getattr(policy, "server", None)
+    label = f"{LABELS[backend]} ({server.dtype()})" if server is not None else LABELS[backend]
     try:
         if backend == "vllm":
             lanes = [(f"{c} in flight", c) for c in args.concurrency_list]
@@ -101,7 +103,8 @@ def bench(backend: str, args: argparse.Namespace) -> list[dict]:
             lanes = [(f"batch {args.batch_size}", args.limit)]
         rows = []
         for i, (mode, live) in enumerate(lanes):
-            row = {"backend": backend, "mode": mode, "live_episodes": live, "load_s": load_s if i == 0 else 0.0}
+            row = {"backend": backend, "label": label, "mode": mode, "live_episodes": live,
+                   "load_s": load_s if i == 0 else 0.0}
             rows.append({**row, **rollout(policy, args, live)})
         return rows
     finally:
@@ -121,7 +124,7 @@ def markdown(rows: list[dict], args: argparse.Namespace) -> str:
         tok_ratio = r["tokens_per_s"] / base["tokens_per_s"] if base["tokens_per_s"] > 0 else float("nan")
         ep_ratio = r["episodes_per_min"] / base["episodes_per_min"] if base["episodes_per_min"] > 0 else float("nan")
         lines.append(
-            f"| {LABELS[r['backend']]} | {r['mode']} | {r['load_s']:.1f} | {r['completion_tokens']} | "
+            f"| {r.get('label', LABELS[r['backend']])} | {r['mode']} | {r['load_s']:.1f} | {r['completion_tokens']} | "
             f"{r['generation_s']:.1f} | {r['tokens_per_s']:.1f} | {r['episodes_per_min']:.2f} | "
             f"{r['solved']}/{r['episodes']} | {same}/{len(base['first_texts'])} | {tok_ratio:.2f}x | {ep_ratio:.2f}x |"
         )

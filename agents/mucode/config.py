@@ -158,7 +158,8 @@ class MuCodeConfig:
         - 4 rollouts per problem (not 15), 512 new tokens (not 1000), max_train_problems=40;
         - verifier: 8 pairs per prompt (not 32), max length 1024 (not 2048), lr 1e-5 (not 1e-6:
           far fewer steps), batch 16;
-        - generator: max length 1536 (not 4096), batch 8, lr 1e-5, 1 epoch (not 2), LoRA r=16;
+        - generator: max length 1536 (not 4096), batch 8 in micro-batches of 1 (no padding: 37%
+          less memory and 1.25x the tokens/s of micro-batches of 2), lr 1e-5, 1 epoch (not 2), LoRA r=16;
         - validation: 20 problems, N=3.
         """
         base = cls(
@@ -171,7 +172,9 @@ class MuCodeConfig:
             verifier=VerifierConfig(loss="bt", pairs_per_prompt=8, learning_rate=1e-5, epochs=2, batch_size=16,
                                     per_device_batch_size=4, max_length=1024),
             expert=ExpertConfig(1.0, 0.1),
-            sft=SFTRunConfig(learning_rate=1e-5, epochs=1, batch_size=8, per_device_batch_size=2, max_length=1536,
+            # micro-batches of 1 (no padding): on the longest relabeled examples 11.4 GiB and 20.4
+            # tokens/s against 18.3 GiB and 16.3 tokens/s with 2 (fp32, Zen 3), same global batch
+            sft=SFTRunConfig(learning_rate=1e-5, epochs=1, batch_size=8, per_device_batch_size=1, max_length=1536,
                              lora=True, lora_r=16, lora_alpha=32),
             validation=ValidationSettings(enabled=True, split="validation", max_problems=20, n=3,
                                           max_new_tokens=512),
