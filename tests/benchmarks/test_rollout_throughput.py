@@ -43,6 +43,10 @@ def test_vllm_lanes_keep_their_concurrency_and_the_table_compares_them(bench_mod
     def fake_make_policy(backend, model, **kw):
         assert model == "m"
         made[backend] = RecordingPolicy(backend)
+        if backend == "vllm":  # a managed server reports the dtype it served (bf16 or float32)
+            from types import SimpleNamespace
+
+            made[backend].server = SimpleNamespace(dtype=lambda: "float32")
         return made[backend]
 
     monkeypatch.setattr(bench_module, "make_policy", fake_make_policy)
@@ -59,7 +63,7 @@ def test_vllm_lanes_keep_their_concurrency_and_the_table_compares_them(bench_mod
     assert llama[:2] == ["llama.cpp (GGUF)", "sequential"] and llama[3] == "32"
     assert llama[7:10] == ["0/4", "4/4", "1.00x"]
     for lane, width in zip(lanes, (1, 2, 4)):
-        assert lane[:2] == ["vLLM (bf16)", f"{width} in flight"] and lane[3] == "32"
+        assert lane[:2] == ["vLLM (float32)", f"{width} in flight"] and lane[3] == "32"
         assert lane[8] == "0/4"  # its turn-1 texts differ from llama.cpp's
 
 def test_bad_arguments_are_refused(bench_module):
