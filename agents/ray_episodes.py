@@ -45,7 +45,7 @@ from agents.policy import Policy
 from agents.records import Trajectory
 from mucode_env.errors import MuCodeError
 from mucode_env.sandbox import RaySandboxConfig, SandboxConfig, SandboxLimits
-from mucode_env.sandbox.ray_actors import ActorPool, ActorSlot, import_ray
+from mucode_env.sandbox.ray_actors import ActorPool, ActorSlot, ray_session
 
 __all__ = ["INSTALL_HINT", "RayEpisodes", "RayEpisodesConfig", "RayEpisodesError"]
 
@@ -250,9 +250,7 @@ class RayEpisodes:
     def __init__(self, config: RayEpisodesConfig, policy: Policy | PolicySpec) -> None:
         self.config = config
         self._closed = True
-        ray = import_ray(INSTALL_HINT)
-        if not ray.is_initialized():
-            ray.init(address=config.address)
+        ray = ray_session(config.address, INSTALL_HINT)
         self._ray = ray
         try:
             self._policy_ref = ray.put(policy)
@@ -269,7 +267,7 @@ class RayEpisodes:
                                init_failed="an episode actor failed to build its policy or sandbox")
         self._pool.start()
         self._closed = False
-        infos = [slot.info or {} for slot in self._pool.slots]
+        infos = self._pool.infos()  # every actor has started
         self.policy_name = infos[0]["policy_name"]
         if not all(info["accepts_seeds"] for info in infos):
             warnings.warn(f"policy {self.policy_name} takes no per-episode seeds: its samples depend on which "
@@ -286,11 +284,11 @@ class RayEpisodes:
     @property
     def actors(self) -> list[Any]:
         """The live actor handles (for inspection; dead ones are replaced by the runner)."""
-        return [slot.handle for slot in self._pool.slots]
+        return self._pool.handles()
 
     def actor_info(self) -> list[dict[str, Any]]:
         """Node id, pid, sandbox tier, endpoint and policy name of each started actor."""
-        return [dict(slot.info) for slot in self._pool.slots if slot.info is not None]
+        return self._pool.infos()
 
     def play(
         self,

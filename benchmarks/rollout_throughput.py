@@ -124,7 +124,7 @@ def markdown(rows: list[dict], args: argparse.Namespace) -> str:
         tok_ratio = r["tokens_per_s"] / base["tokens_per_s"] if base["tokens_per_s"] > 0 else float("nan")
         ep_ratio = r["episodes_per_min"] / base["episodes_per_min"] if base["episodes_per_min"] > 0 else float("nan")
         lines.append(
-            f"| {r.get('label', LABELS[r['backend']])} | {r['mode']} | {r['load_s']:.1f} | {r['completion_tokens']} | "
+            f"| {r['label']} | {r['mode']} | {r['load_s']:.1f} | {r['completion_tokens']} | "
             f"{r['generation_s']:.1f} | {r['tokens_per_s']:.1f} | {r['episodes_per_min']:.2f} | "
             f"{r['solved']}/{r['episodes']} | {same}/{len(base['first_texts'])} | {tok_ratio:.2f}x | {ep_ratio:.2f}x |"
         )

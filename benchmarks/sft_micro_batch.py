@@ -32,9 +32,9 @@ def main(argv=None) -> int:
     rows = [json.loads(line) for line in Path(args.examples).read_text().splitlines() if line.strip()]
     rows.sort(key=lambda r: -len(json.dumps(r)))
     chosen = rows[args.skip: args.skip + args.n]
-    cfg = replace(MuCodeConfig.cpu().sft, per_device_batch_size=args.per_device, batch_size=args.n, epochs=1,
-                  progress=False)
-    finetune(MuCodeConfig.cpu().generator, chosen, cfg, args.out)
+    preset = MuCodeConfig.cpu()
+    cfg = replace(preset.sft, per_device_batch_size=args.per_device, batch_size=args.n, epochs=1, progress=False)
+    finetune(preset.generator, chosen, cfg, args.out)
     stats = read_train_stats(args.out)
     print(json.dumps({"per_device": args.per_device, "examples": stats["n_examples"],
                       "tokens": stats["n_tokens_per_epoch"], "train_s": stats["train_s"],

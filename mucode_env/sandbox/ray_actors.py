@@ -7,7 +7,7 @@ only in what a call sends and what an answer means, which they pass in as ``subm
 ``on_result``. Hand-written because ``ray.util.ActorPool`` holds one call per actor, neither
 replaces a dead actor nor re-submits its calls, and has no start-up deadline.
 
-Ray is imported by the caller (:func:`import_ray`), never by this module at import time.
+Ray is imported when a caller opens its session (:func:`ray_session`), never at import time.
 """
 
 from __future__ import annotations
@@ -17,15 +17,19 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["ActorPool", "ActorSlot", "import_ray"]
+__all__ = ["ActorPool", "ActorSlot", "ray_session"]
 
 
-def import_ray(hint: str) -> Any:
-    """``import ray``, or an ImportError that says how to install it (``hint``)."""
+def ray_session(address: str | None, hint: str) -> Any:
+    """The ``ray`` module with a session open: this process's own if it has one, else one joined
+    at ``address`` (None: a local Ray, or ``RAY_ADDRESS``). ImportError with ``hint`` (how to
+    install Ray) when it is missing."""
     try:
         import ray
     except ImportError as exc:
         raise ImportError(hint) from exc
+    if not ray.is_initialized():
+        ray.init(address=address)
     return ray
 
 
@@ -88,6 +92,14 @@ class ActorPool:
         self._failures_in_a_row = 0
         self._rotation = 0
         self._closed = False
+
+    def handles(self) -> list[Any]:
+        """The live actor handles (dead ones are replaced by :meth:`run`)."""
+        return [slot.handle for slot in self.slots]
+
+    def infos(self) -> list[dict[str, Any]]:
+        """What each started actor's ``describe()`` answered."""
+        return [dict(slot.info) for slot in self.slots if slot.info is not None]
 
     # ---- life cycle ------------------------------------------------------------------------------
     def start(self) -> None:

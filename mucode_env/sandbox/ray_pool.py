@@ -27,7 +27,7 @@ from mucode_env.sandbox.cache import ResultCache, run_once_each
 from mucode_env.sandbox.executor import SharedPool
 from mucode_env.sandbox.limits import SandboxLimits
 from mucode_env.sandbox.pool import Job, Sandbox, SandboxConfig
-from mucode_env.sandbox.ray_actors import ActorPool, ActorSlot, import_ray
+from mucode_env.sandbox.ray_actors import ActorPool, ActorSlot, ray_session
 from mucode_env.sandbox.results import ExecResult
 
 INSTALL_HINT = "the Ray executor needs Ray: pip install 'mucode[ray]'"
@@ -160,9 +160,7 @@ class RaySandbox(SharedPool):
     def __init__(self, config: RaySandboxConfig | None = None) -> None:
         self.config = config or RaySandboxConfig()
         self._closed = True  # until the actors start
-        ray = import_ray(INSTALL_HINT)
-        if not ray.is_initialized():
-            ray.init(address=self.config.address)
+        ray = ray_session(self.config.address, INSTALL_HINT)
         self._ray = ray
         self._actor_config = replace(self.config.sandbox, n_workers=self.config.workers_per_actor)
         self._cache = ResultCache(self.config.cache_size)
@@ -186,11 +184,11 @@ class RaySandbox(SharedPool):
     @property
     def actors(self) -> list[Any]:
         """The live actor handles (for inspection; the sandbox replaces dead ones itself)."""
-        return [slot.handle for slot in self._pool.slots]
+        return self._pool.handles()
 
     def actor_info(self) -> list[dict[str, Any]]:
         """Node id, pid, tier and workers of each started actor."""
-        return [dict(slot.info) for slot in self._pool.slots if slot.info is not None]
+        return self._pool.infos()
 
     def run(self, code: str, tests: Iterable[TestCase], setup: str = "", limits: SandboxLimits | None = None) -> ExecResult:
         """Run one program on ``tests``."""
