@@ -9,6 +9,11 @@ copy-on-write, so page faults are the best proxy for the CPU a change saves, and
 time they hardly depend on what else runs on the machine.
 
     python3 benchmarks/sandbox_cpu_breakdown.py --repeat 5
+
+It also measures this machine's fork floor: the CPU of a bare ``fork`` + ``_exit`` of a Python
+that imported what the zygote imports (parent and child together, no jail, nothing run). No
+sandbox can execute a program for less, so the floor is what to read a per-execution cost
+against when machines differ (page faults and page-table copies cost more under some VMs).
 """
 
 from __future__ import annotations
@@ -57,12 +62,51 @@ def _host_cpu() -> float:
     return own.ru_utime + own.ru_stime
 
 
+# Run in a fresh ``python -s -S`` (like the zygote): load zygote.py as a module, import what it
+# preloads, then fork children that exit at once; print the CPU ms (parent + children) per fork.
+_FLOOR = """
+import importlib.util, os, resource, sys
+spec = importlib.util.spec_from_file_location("zygote", sys.argv[1])
+zygote = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(zygote)
+zygote._import_random_without_fork_hook()
+zygote._import_all(zygote.PRELOAD)
+n = int(sys.argv[2])
+def cpu():
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+for _ in range(20):  # warm-up
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+start = cpu()
+for _ in range(n):
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+print(1e3 * (cpu() - start) / n)
+"""
+
+
+def fork_floor_ms(forks: int = 2000) -> float:
+    """CPU milliseconds of one bare fork + exit of a zygote-sized Python (see the module doc)."""
+    import subprocess
+
+    zygote = REPO / "mucode_env" / "sandbox" / "zygote.py"
+    out = subprocess.run([sys.executable, "-s", "-S", "-c", _FLOOR, str(zygote), str(forks)],
+                         capture_output=True, text=True, check=True)
+    return float(out.stdout.strip())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=500, help="MBPP programs before removing MBPP/123 (default 500)")
     parser.add_argument("--repeat", type=int, default=3, help="measured passes; medians are reported (default 3)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    parser.add_argument("--floor-forks", type=int, default=2000, help="forks timed for the fork floor (0: skip)")
     args = parser.parse_args(argv)
     programs = [p for p in load_programs(args.n, "test", args.data_dir) if p.id != "MBPP/123"]
     jobs = [Job(p.code, p.tests, p.setup, SandboxLimits(per_test_s=p.time_limit_s)) for p in programs]
@@ -86,6 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     for key in ("total_ms", "host_ms", "jail_ms", "children_ms", "jail_faults", "children_faults"):
         values = [row[key] for row in rows]
         print(f"  {key:16s} {statistics.median(values):8.3f}   (min {min(values):.3f}, max {max(values):.3f})")
+    if args.floor_forks:
+        floors = [fork_floor_ms(args.floor_forks) for _ in range(args.repeat)]
+        print(f"fork floor (bare fork + exit of a zygote-sized Python, median of {args.repeat}): "
+              f"{statistics.median(floors):.3f} ms (min {min(floors):.3f}, max {max(floors):.3f})")
     return 0
 
 
