@@ -63,7 +63,9 @@ class SandboxConfig:
         n_workers: worker processes; default one per core.
         preload: packages made visible inside the jail and imported once per worker, in a second
             fork server that runs the programs whose code or setup names one of them (the
-            others fork from a zygote without them, which is cheaper).
+            others fork from a zygote without them, which is cheaper). That server also holds
+            the rarely used standard modules (``zygote.RARE_STDLIB``: decimal, datetime, ...);
+            with ``preload=()`` there is no second server and programs import those themselves.
         tmpfs_mb: size of each jail's private /tmp.
         cache_size: results kept for identical (code, tests, limits); 0 disables the cache.
         max_executions_per_worker: recycle a worker after this many executions.

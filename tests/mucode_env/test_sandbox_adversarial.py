@@ -393,6 +393,18 @@ def test_programs_naming_a_preloaded_package_run_in_the_zygote_that_preloaded_it
     assert spin.status is Status.TIMEOUT
 
 
+RARE = "import os, sys\ndef f():\n    return [os.getcwd()[:6], 'deci' + 'mal' in sys.modules, 're' in sys.modules]\n"
+
+
+def test_rarely_used_standard_modules_are_preloaded_in_the_second_zygote_only(sb):
+    # They would make every fork of the lean zygote dearer; a program that names one runs where
+    # it is already imported, and one that hides the name imports it in its own child.
+    assert run(sb, RARE, [T("f()", "0")]).tests[0].got == "['/tmp/s', False, True]"
+    assert run(sb, "import decimal\n" + RARE, [T("f()", "0")]).tests[0].got == "['/tmp/n', True, True]"
+    hidden = "import os\ndef f():\n    d = __import__('deci' + 'mal')\n    return [os.getcwd()[:6], str(d.Decimal('0.1') * 3)]\n"
+    assert run(sb, hidden, [T("f()", "0")]).tests[0].got == "['/tmp/s', '0.3']"
+
+
 def test_a_dead_preload_zygote_is_an_infrastructure_error_that_a_restart_repairs():
     with Sandbox(SandboxConfig(tier="bwrap", n_workers=1, cache_size=0)) as sandbox:
         pythons = [p for p in _jail_processes(sandbox) if p.name().startswith("python")]
