@@ -14,8 +14,13 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run from a checkout without an installed mucode
+    sys.path.insert(0, str(REPO))
 
 
 def tree_rss(root: psutil.Process) -> int:

@@ -8,7 +8,7 @@ sessions; every part writes its per-problem outcomes as small JSON cells under
 checkpoints under ``runs/headtohead/`` (not kept). ``tables`` rebuilds every table, plot and
 diagnostic from the committed cells and diagnostics alone.
 
-    python experiments/headtohead.py plan                 # power analysis, time estimates
+    python experiments/headtohead.py plan                 # the sizes and the power analysis
     python experiments/headtohead.py run base             # the base model's cells
     python experiments/headtohead.py run mucode           # train µCODE (M=2), then its cells
     python experiments/headtohead.py run rft              # RFT from µCODE's iteration-1 rollouts
