@@ -17,7 +17,9 @@ diagnostic from the committed cells and diagnostics alone.
 
 The base model's Best-of-N cells use µCODE's iteration-1 verifier (trained on the base model's
 own rollouts), so ``run base --bon`` comes after ``run mucode``. Hyperparameters are chosen on
-MBPP's validation split (tasks 511-600), never on the test split.
+MBPP's validation split (tasks 511-600), never on the test split. Every cell records the precision
+its generations were computed in (vLLM: bfloat16 or float32, by CPU); ``tables`` warns when parts
+mixed precisions, as parts run on different machines can.
 """
 
 from __future__ import annotations
@@ -131,6 +133,7 @@ def plan(config: HeadToHeadConfig) -> str:
     for env, group in by_env.items():
         values = [discordance(a["per_problem"], b["per_problem"]) for i, a in enumerate(group)
                   for b in group[i + 1:] if a["setting"] == b["setting"] and a["agent"] != b["agent"]]
+        values = [v for v in values if v > 0]  # methods that agreed on every problem say nothing of power
         if values:
             measured[env] = max(values)
     lines = ["| benchmark | n | discordance | source | 95% half-width | MDE (80% power) |", "|---|---:|---:|---|---:|---:|"]
@@ -243,6 +246,23 @@ def plot_iterations(diag: dict, path: Path) -> Path:
     return path
 
 
+def precision_check(found: list[dict]) -> str | None:
+    """A warning when the cells were generated in more than one precision (vLLM's ``dtype="auto"``
+    serves bfloat16 on CPUs that compute it and float32 elsewhere, and greedy texts differ between
+    them): parts run on different machines are then not a paired comparison. None when they agree."""
+    by_precision: dict[str, list[str]] = {}
+    for c in found:
+        by_precision.setdefault(str(c.get("precision") or "not recorded"), []).append(
+            f"{c['agent']} {c['setting']['name']} {c['env_id']}")
+    if len(by_precision) < 2:
+        return None
+    lines = ["**Warning: the cells were generated in different precisions; differences between them "
+             "mix the methods with the numerics.** Rerun the minority with the same dtype "
+             "(`backend_kwargs={\"vllm\": {\"dtype\": ...}}`).", ""]
+    lines += [f"- {precision}: {', '.join(sorted(names))}" for precision, names in sorted(by_precision.items())]
+    return "\n".join(lines)
+
+
 def tables(config: HeadToHeadConfig) -> None:
     """Table 1 (Markdown + CSV, intervals, paired differences against the base model), the
     differences against RFT, the turn gains, µCODE's diagnostics and iteration curve, the per-turn
@@ -262,6 +282,10 @@ def tables(config: HeadToHeadConfig) -> None:
         sections.insert(2, "## µCODE diagnostics\n\n" + diagnostics_table(diag)
                         + "\n\n![µCODE by iteration](mucode_iterations.png)")
         files["mucode_iterations.png"] = str(plot_iterations(diag, results / "mucode_iterations.png"))
+    mixed = precision_check(found)
+    if mixed is not None:
+        sections.insert(0, "## Precision\n\n" + mixed)
+        print(mixed, file=sys.stderr)
     write_text_atomic(results / "analysis.md", "\n\n".join(sections) + "\n")
     files["analysis.md"] = str(results / "analysis.md")
     print("\n".join(f"{name}: {path}" for name, path in sorted(files.items())))

@@ -559,6 +559,12 @@ class VLLMPolicy:
                 raise VLLMServerError(f"{exc}\n{self.server.exit_message()}") from exc
             raise
 
+    @property
+    def precision(self) -> str:
+        """The dtype the server computes in (``bfloat16`` or ``float32`` on CPUs): greedy texts
+        differ between them, so results made in different precisions are not paired."""
+        return self.server.dtype()
+
     def close(self) -> None:
         """Stop the server (idempotent)."""
         self.server.stop()

@@ -175,7 +175,8 @@ class _DefaultEvaluator:
                                policy_name=f"{spec.name}:{spec.model}", progress=config.progress, ray=config.ray,
                                **env_kwargs)
         return {"per_problem": dict(res.per_problem), "accuracy_by_turn": list(res.accuracy_by_turn),
-                "selector_used": res.config.get("selector", setting.selector), "stats": dict(res.stats)}
+                "selector_used": res.config.get("selector", setting.selector), "stats": dict(res.stats),
+                "precision": getattr(self._policy, "precision", None)}
 
 
 def _finish_cell(key: CellKey, spec: AgentSpec, raw: Mapping[str, Any], config: BenchConfig, seconds: float) -> dict:
@@ -190,6 +191,9 @@ def _finish_cell(key: CellKey, spec: AgentSpec, raw: Mapping[str, Any], config: 
         "accuracy_by_turn": list(raw.get("accuracy_by_turn", [])), "per_problem": per_problem,
         "model": spec.model, "backend": spec.backend, "verifier": spec.verifier if key.setting.needs_verifier else None,
         "repeats": config.repeats, "seed": config.seed, "seconds": seconds, "stats": dict(raw.get("stats", {})),
+        # what the backend computed in where it says (vLLM: bfloat16 or float32); cells made on
+        # different machines are only comparable in the same precision
+        "precision": raw.get("precision"),
     }
 
 

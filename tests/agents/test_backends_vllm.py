@@ -162,6 +162,7 @@ def test_start_health_request_stop(fake_venv, tmp_path, cache):
         argv, env = info["argv"], info["env"]
         assert "--no-enable-chunked-prefill" in argv and argv[argv.index("--generation-config") + 1] == "vllm"
         assert argv[argv.index("--port") + 1] == str(server.port)
+        assert policy.precision == argv[argv.index("--dtype") + 1] in ("bfloat16", "float32")  # what it computes in
         assert env["VLLM_CPU_KVCACHE_SPACE"] == "1"
         assert env["VLLM_CPU_OMP_THREADS_BIND"] == str(min(os.sched_getaffinity(0)))
         assert Path(env["VLLM_CACHE_ROOT"]) == cache / "vllm"

@@ -181,6 +181,22 @@ def test_default_evaluator_runs_the_shared_bon_engine_on_real_problems(tmp_path,
     assert [c["accuracy"] for c in out["cells"]] == [1.0, 1.0, 1.0]
     assert all(set(c["per_problem"]) == {p.id for p in problems} for c in out["cells"])
     assert out["cells"][-1]["selector_used"] == "pt"  # no verifier given
+    assert all(c["precision"] is None for c in out["cells"])  # this policy does not say
+
+
+def test_cells_record_the_precision_the_policy_computes_in(tmp_path, data_dir, monkeypatch):
+    import agents.backends
+    from mucode_env.datasets import load_problems
+
+    problems = load_problems("mbpp", "test", data_dir=str(data_dir))[:1]
+    policy = EchoReferencePolicy({p.prompt[:60]: p.reference_solution for p in problems})
+    policy.precision = "float32"  # as VLLMPolicy reports its server's dtype
+    monkeypatch.setattr(agents.backends, "make_policy", lambda backend, model, **kw: policy)
+    cfg = BenchConfig(run_dir=str(tmp_path / "b"), agents=("instruct",), limit=1, data_dir=str(data_dir),
+                      max_turns=1, bon_n=1, max_new_tokens=16, progress=False, n_bootstrap=100)
+    cells = run_bench(cfg)["cells"]
+    assert cells and all(c["precision"] == "float32" for c in cells)
+    assert all(json.loads(p.read_text())["precision"] == "float32" for p in (tmp_path / "b").rglob("results/*/*.json"))
 
 
 def test_with_ray_cells_are_played_on_actors_from_a_policy_recipe(tmp_path, monkeypatch):

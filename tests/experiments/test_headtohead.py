@@ -66,3 +66,23 @@ def test_tables_come_from_committed_cells_and_diagnostics(h2h, tmp_path):
     assert "– (no later rollouts)" in analysis
     assert (tmp_path / "results" / "mucode_iterations.png").stat().st_size > 1000
     assert "µCODE" in (tmp_path / "results" / "table1.md").read_text()
+
+
+def test_tables_warn_when_parts_were_generated_in_different_precisions(h2h, tmp_path):
+    config = h2h.HeadToHeadConfig(results_dir=str(tmp_path / "results"), work_dir=str(tmp_path / "work"))
+    _, greedy, _ = paper_settings(3, 5, "pt+lv")
+    env = "MuCode-MBPP-v0"
+    per = {str(i): float(i < 4) for i in range(10)}
+    for agent, label, precision in (("instruct", "Instruct", "float32"), ("rft", "Multi-turn RFT", "bfloat16"),
+                                    ("mucode", "µCODE", "bfloat16")):
+        c = dict(cell(agent, label, env, greedy, per, [0.4, 0.4, 0.4]), precision=precision)
+        path = tmp_path / "results" / "results" / env / f"{agent}__greedy.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(c))
+    h2h.tables(config)
+    analysis = (tmp_path / "results" / "analysis.md").read_text()
+    assert analysis.startswith("## Precision") and "different precisions" in analysis
+    assert "- float32: instruct multi-turn MuCode-MBPP-v0" in analysis
+    assert "- bfloat16: mucode multi-turn MuCode-MBPP-v0, rft multi-turn MuCode-MBPP-v0" in analysis
+    assert h2h.precision_check([dict(c, precision="float32") for c in h2h.cells(config.results_dir)]) is None
+    assert "| MuCode-MBPP-v0 | 500 | 0.150 | prior |" in analysis  # identical outcomes measure no discordance
