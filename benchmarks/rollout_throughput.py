@@ -92,8 +92,8 @@ def bench(backend: str, args: argparse.Namespace) -> list[dict]:
     # One short request first, so that no lane pays for first-call warm-up (vLLM's first batch).
     policy.generate([[{"role": "user", "content": "Say hi"}]], SamplingParams(max_new_tokens=4))
     load_s = time.perf_counter() - t0
-    server = getattr(policy, "server", None)
-    label = f"{LABELS[backend]} ({server.dtype()})" if server is not None else LABELS[backend]
+    precision = getattr(policy, "precision", None)  # VLLMPolicy: the dtype its server computes in
+    label = f"{LABELS[backend]} ({precision})" if precision else LABELS[backend]
     try:
         if backend == "vllm":
             lanes = [(f"{c} in flight", c) for c in args.concurrency_list]

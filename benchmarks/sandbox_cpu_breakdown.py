@@ -71,21 +71,18 @@ zygote = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(zygote)
 zygote._import_random_without_fork_hook()
 zygote._import_all(zygote.PRELOAD)
-n = int(sys.argv[2])
 def cpu():
     own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
-for _ in range(20):  # warm-up
-    pid = os.fork()
-    if pid == 0:
-        os._exit(0)
-    os.waitpid(pid, 0)
-start = cpu()
-for _ in range(n):
-    pid = os.fork()
-    if pid == 0:
-        os._exit(0)
-    os.waitpid(pid, 0)
+def forks(n):
+    for _ in range(n):
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+forks(20)  # warm-up
+n, start = int(sys.argv[2]), cpu()
+forks(n)
 print(1e3 * (cpu() - start) / n)
 """
 

@@ -44,9 +44,7 @@ def test_vllm_lanes_keep_their_concurrency_and_the_table_compares_them(bench_mod
         assert model == "m"
         made[backend] = RecordingPolicy(backend)
         if backend == "vllm":  # a managed server reports the dtype it served (bf16 or float32)
-            from types import SimpleNamespace
-
-            made[backend].server = SimpleNamespace(dtype=lambda: "float32")
+            made[backend].precision = "float32"
         return made[backend]
 
     monkeypatch.setattr(bench_module, "make_policy", fake_make_policy)
