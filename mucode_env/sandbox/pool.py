@@ -300,8 +300,14 @@ def _detect_tier(requested: str) -> str:
             reason = str(exc)
     else:
         reason = "bwrap is not installed (apt-get install bubblewrap)"
-    warnings.warn(f"mucode sandbox: falling back to the 'process' tier (no namespaces, weaker file "
-                  f"isolation): {reason}", RuntimeWarning, stacklevel=3)
+    weaker = "no namespaces, weaker file isolation"
+    if not jail.is_root():
+        # No uid switch either: programs run as this user, next to this user's processes.
+        weaker = ("no namespaces and, as this host is not root, no uid switch: a program can read and write "
+                  "every file this user can, and the memory of this user's other processes through "
+                  "/proc/<pid>/mem where the kernel allows ptrace (no Yama); install bubblewrap")
+    warnings.warn(f"mucode sandbox: falling back to the 'process' tier ({weaker}): {reason}", RuntimeWarning,
+                  stacklevel=3)
     return "process"
 
 

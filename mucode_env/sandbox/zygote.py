@@ -42,6 +42,7 @@ PRELOAD = (
 RARE_STDLIB = ("statistics", "fractions", "decimal", "datetime", "hashlib", "textwrap", "unicodedata", "dataclasses")
 RESULT_FD = 3
 PR_SET_NO_NEW_PRIVS = 38
+PR_SET_DUMPABLE = 4
 PR_SET_SECCOMP = 22
 SECCOMP_MODE_FILTER = 2
 MAX_DEPTH = 50
@@ -469,7 +470,8 @@ class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter))]
 
 
-def _wipe_tree(path, deadline, depth):
+def _wipe_tree(path, deadline, depth, keep=False):
+    """Delete the tree at ``path`` (its contents only with ``keep``) without following links."""
     if depth > 100 or time.monotonic() > deadline:
         return False
     complete = True
@@ -484,7 +486,8 @@ def _wipe_tree(path, deadline, depth):
                     pass
             if not complete or (n & 1023 == 1023 and time.monotonic() > deadline):
                 return False
-    os.rmdir(path)
+    if not keep:
+        os.rmdir(path)
     return True
 
 
@@ -499,7 +502,7 @@ def _prepare_child_runtime(home):
     handles as a dead worker). ``home`` is the zygote's scratch path, the same for every child.
     """
     os.environ.clear()
-    os.environ.update({"PYTHONHASHSEED": "0", "LANG": "C.UTF-8", "HOME": home})
+    os.environ.update({"PYTHONHASHSEED": "0", "LANG": "C.UTF-8", "HOME": home, "TMPDIR": home})
     sys.modules["random"].seed(0)  # every child starts from this state (see _child)
     sys.set_int_max_str_digits(0)
     sys.argv = ["solution.py"]
@@ -521,6 +524,9 @@ class Zygote:
         self.libc = ctypes.CDLL(None, use_errno=True)
         self.libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
         self.scratch = os.path.join(self.scratch_root, prefix)
+        # In the jail each scratch dir is a tmpfs of its own in a read-only /tmp: emptied, never
+        # removed (a child that shares the zygote's uid could otherwise write next to it).
+        self.mounted = bool(config.get("scratch_mounted"))
         self._devnull = os.open(os.devnull, os.O_RDONLY)  # stdin of children without input
         if self.seccomp_bpf:
             n = len(self.seccomp_bpf) // 8
@@ -530,6 +536,12 @@ class Zygote:
             # copy-on-write faults per execution (of ~245)
             self._prctl = self.libc.prctl
             self._seccomp_args = (PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(self._prog), 0, 0)
+            # The filter's placeholders for the child's pid (seccomp.pid_slots on the host): the
+            # 32-bit constant of instruction i is word 2 * i + 1 of the program.
+            slots = config.get("seccomp_pid_slots") or {}
+            self._words = memoryview(self._filters).cast("B").cast("I")
+            self._self_words = tuple(2 * i + 1 for i in slots.get("self", ()))
+            self._group_words = tuple(2 * i + 1 for i in slots.get("group", ()))
 
     # ---- child -------------------------------------------------------------------------------
     def _child(self, request, scratch, stdin_fd, out_fd, err_fd, result_fd, limits):
@@ -558,8 +570,15 @@ class Zygote:
             os.setgid(self.uid)
             os.setuid(self.uid)
         # Without a uid switch RLIMIT_NPROC would count the whole user; seccomp forbids forks.
-        # PR_SET_NO_NEW_PRIVS is inherited: main() set it in the zygote (_no_new_privs).
+        # PR_SET_NO_NEW_PRIVS and PR_SET_DUMPABLE 0 are inherited: main() set them (_harden).
         if self.seccomp_bpf:
+            # Signals only to itself (the filter's signal guard): its pid goes in first.
+            pid = os.getpid()
+            words = self._words
+            for word in self._self_words:
+                words[word] = pid
+            for word in self._group_words:
+                words[word] = -pid & 0xFFFFFFFF
             if self._prctl(*self._seccomp_args) != 0:
                 os._exit(122)
         if _CHILD_RESEEDS:  # random's at-fork hook reseeded this child from the OS
@@ -602,35 +621,46 @@ class Zygote:
         return head + "\n... [output truncated] ...\n" + tail, True, size
 
     def _wipe(self, scratch):
-        """Delete the scratch dir without following symlinks. False if that was not done quickly
-        and completely (a million files, very deep trees): the host then restarts the worker,
-        which frees the whole tmpfs at once. A synchronous rmtree of such a tree took longer than
-        the host's reply timeout, which a hostile program could use to force SANDBOX_ERRORs.
+        """Delete the scratch dir (only its contents where it is a mount of its own) without
+        following symlinks. False if that was not done quickly and completely (a million files,
+        very deep trees): the host then restarts the worker, which frees the whole tmpfs at
+        once. A synchronous rmtree of such a tree took longer than the host's reply timeout,
+        which a hostile program could use to force SANDBOX_ERRORs.
         """
         try:
-            os.rmdir(scratch)  # the common case: the program wrote no file
-            return True
+            if self.mounted:
+                if not os.listdir(scratch):  # the common case: the program wrote no file
+                    return True
+            else:
+                os.rmdir(scratch)  # the common case: the program wrote no file
+                return True
         except FileNotFoundError:
-            return True
+            return not self.mounted
         except OSError:
             pass
         deadline = time.monotonic() + WIPE_BUDGET_S
         try:
-            return _wipe_tree(scratch, deadline, 0)
+            if self.mounted:
+                os.chmod(scratch, 0o700)  # a program that shares our uid may have locked us out
+            return _wipe_tree(scratch, deadline, 0, keep=self.mounted)
         except BaseException:  # OSError (ENAMETOOLONG...), RecursionError, MemoryError
             return False
 
     def _new_scratch(self):
         # The same path for every child (so HOME is set once in the zygote): the previous
-        # child's directory was removed after it ended, or the host recycled the worker. A
-        # leftover (a worker restarted on the host's filesystem) is wiped first.
+        # child's directory was removed (emptied, if it is a mount) after it ended, or the host
+        # recycled the worker. A leftover (a worker restarted on the host's filesystem) is wiped.
         scratch = self.scratch
-        try:
-            os.mkdir(scratch, 0o700)
-        except FileExistsError:
-            if not self._wipe(scratch):
-                raise
-            os.mkdir(scratch, 0o700)
+        if self.mounted:
+            # The jail's own tmpfs (jail.build_worker): whatever mode a program left on it is reset.
+            os.chmod(scratch, 0o700)
+        else:
+            try:
+                os.mkdir(scratch, 0o700)
+            except FileExistsError:
+                if not self._wipe(scratch):
+                    raise
+                os.mkdir(scratch, 0o700)
         if self.uid is not None:
             os.chown(scratch, self.uid, self.uid)
         return scratch
@@ -752,14 +782,23 @@ def _send_text(stream, text):
     stream.flush()
 
 
-def _no_new_privs():
-    """PR_SET_NO_NEW_PRIVS for the zygote, so for every child it forks (the flag is inherited and
-    cannot be cleared). The zygote never executes a program; setting it once here spares each
-    child a ctypes call (~0.1 ms of copy-on-write faults)."""
+def _harden():
+    """Set, once in the zygote, two flags every child inherits and cannot clear.
+
+    PR_SET_NO_NEW_PRIVS: the zygote never executes a program; setting it here spares each child
+    a ctypes call (~0.1 ms of copy-on-write faults).
+
+    PR_SET_DUMPABLE 0: without a uid switch (a host that is not root) a child ran as the zygote's
+    own uid, and could open /proc/<zygote>/fd/*: the pipes to the host (read the next requests,
+    private tests included, or write a forged reply) and the memfds of other executions. The
+    kernel lets only a process with CAP_SYS_PTRACE into the /proc files of a process that is not
+    dumpable; a process still reaches its own."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-    if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
+    for option, name in ((PR_SET_NO_NEW_PRIVS, "PR_SET_NO_NEW_PRIVS"), (PR_SET_DUMPABLE, "PR_SET_DUMPABLE")):
+        value = 1 if option == PR_SET_NO_NEW_PRIVS else 0
+        if libc.prctl(option, value, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(%s) failed" % name)
 
 
 # Whether each child must reseed random itself (only if random was imported with its hook).
@@ -932,7 +971,7 @@ def main():
     config = _load_request(_read_frame(inp))
     for path in config.get("sys_path", []):
         sys.path.append(path)
-    _no_new_privs()
+    _harden()
     _import_random_without_fork_hook()
     preloaded = _import_all(PRELOAD)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)

@@ -7,6 +7,7 @@ import importlib.util
 import json
 import math
 import os
+import shutil
 import sys
 import warnings
 
@@ -324,12 +325,56 @@ def test_child_filter_denies_exactly_the_listed_syscalls():
         except (OSError, RuntimeError, ValueError):
             continue
     clone, clone3 = pyseccomp.resolve_syscall(arch, "clone"), pyseccomp.resolve_syscall(arch, "clone3")
+    # the signal guard: with every argument 0, only kill (0: its own process group) gets through
+    denied |= {pyseccomp.resolve_syscall(arch, name) for name in
+               ("tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo", "tkill", "pidfd_send_signal")}
     for nr in range(512):
         expected = eperm if nr in denied or nr == clone else enosys if nr == clone3 else allow
         assert _run_bpf(program, nr, arch) == expected, (nr, pyseccomp.resolve_syscall(arch, nr))
     assert _run_bpf(program, clone, arch, (CLONE_THREAD | 0x3D0F00, 0, 0, 0, 0, 0)) == allow  # threads
     assert _run_bpf(program, clone, arch, (0x3D0F00 & ~CLONE_THREAD, 0, 0, 0, 0, 0)) == eperm  # processes
     assert _run_bpf(program, 0, 0x40000003) != allow  # another architecture (i386) is not let through
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="seccomp is Linux-only")
+def test_child_filter_lets_a_child_signal_only_itself():
+    """The signal guard, with the placeholders patched as a child with pid 4242 patches them."""
+    import errno
+    import struct
+
+    import pyseccomp
+
+    from mucode_env.sandbox.seccomp import child_filter_bpf, pid_slots
+
+    program, arch = bytearray(child_filter_bpf()), pyseccomp.system_arch()
+    slots = pid_slots(bytes(program))
+    assert len(slots["self"]) == 2 and len(slots["group"]) == 1  # kill, the tgid syscalls; kill -pid
+    pid, mask = 4242, 0xFFFFFFFF
+    for index in slots["self"]:
+        struct.pack_into("=I", program, 8 * index + 4, pid)
+    for index in slots["group"]:
+        struct.pack_into("=I", program, 8 * index + 4, -pid & mask)
+    program = bytes(program)
+    allow, eperm = 0x7FFF0000, 0x00050000 | errno.EPERM
+    nr = {name: pyseccomp.resolve_syscall(arch, name) for name in
+          ("kill", "tgkill", "tkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo", "pidfd_send_signal", "fcntl")}
+
+    def run(name, *args):
+        return _run_bpf(program, nr[name], arch, tuple(args) + (0,) * (6 - len(args)))
+
+    for target in (pid, 0, -pid & mask):  # itself, its process group
+        assert run("kill", target, 10) == allow
+    for target in (1, 2, pid + 1, mask, -1 & 0xFFFFFFFFFFFFFFFF, -2 & mask):  # the zygote, everyone, others
+        assert run("kill", target, 9) == eperm, target
+    for name in ("tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo"):
+        assert run(name, pid, pid + 1, 10) == allow  # a thread of its own
+        assert run(name, 1, 1, 9) == eperm
+    assert run("tkill", pid, 9) == eperm and run("pidfd_send_signal", 3, 9) == eperm
+    for command in (8, 10, 15):  # F_SETOWN, F_SETSIG, F_SETOWN_EX: SIGIO to another process
+        assert run("fcntl", 3, command, 1) == eperm
+    for command in (1, 2, 3, 4, 1030):  # F_GETFD, F_SETFD, F_GETFL, F_SETFL, F_DUPFD_CLOEXEC
+        assert run("fcntl", 3, command, 0) == allow
+    assert _run_bpf(program, nr["kill"], 0x40000003, (1, 9, 0, 0, 0, 0)) != allow  # i386 still stopped
 
 
 # ---- a real pool: cache, tiers, retries, infrastructure errors ------------------------------------
@@ -354,6 +399,48 @@ def test_process_tier_runs_and_switches_uid(process_sb):
     status = process_sb.run("def f():\n    return [l.split()[1] for l in open('/proc/self/status') "
                             "if l.startswith(('NoNewPrivs', 'Seccomp:'))]\n", [TestCase.equals("f()", "['1', '2']")])
     assert status.status is Status.PASSED, status.tests[0].got
+
+
+# A program that tries to reach its fork server's descriptors through /proc: the pipes to the
+# host (read the next requests, write a forged reply) and the memfds of other executions.
+PROBE_PARENT_FDS = """
+import os
+def probe():
+    parent = "/proc/%d/fd" % os.getppid()
+    reached = []
+    for fd in range(3, 12):
+        for mode in (os.O_RDONLY, os.O_WRONLY):
+            try:
+                os.close(os.open("%s/%d" % (parent, fd), mode))
+                reached.append(fd)
+            except OSError:
+                pass
+    return [reached, len(os.listdir("/proc/self/fd")) > 0]
+"""
+
+
+@linux_only
+def test_a_child_without_uid_switch_cannot_open_its_fork_servers_descriptors():
+    """A host that is not root runs children as the zygote's own uid. Simulated here as root
+    without capabilities (setpriv), the same position: same uid as the zygote, no CAP_SYS_PTRACE.
+    The zygote is not dumpable, so its descriptors cannot be opened through /proc/<zygote>/fd
+    (as a real other uid, the directory cannot even be listed); a child still reads its own
+    /proc/self/fd."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        if os.environ.get("CI"):
+            pytest.fail("setpriv (util-linux) is missing")
+        pytest.skip("setpriv (util-linux) is not installed")
+    if os.geteuid() != 0:
+        pytest.skip("needs root to drop every capability while keeping the uid (a non-root host "
+                    "is this test's situation already; see test_process_tier_runs_and_switches_uid)")
+    with Sandbox(SandboxConfig(tier="process", n_workers=1, preload=(), cache_size=0)) as sandbox:
+        worker = sandbox._workers[0]
+        worker.spec.argv[:] = [setpriv, "--inh-caps=-all", "--bounding-set=-all", "--", *worker.spec.argv]
+        worker.spec.config["uid"] = None
+        worker.kill()  # restarted with this spec on the next job
+        result = sandbox.run(PROBE_PARENT_FDS, [TestCase.equals("probe()", "[[], True]")])
+        assert result.status is Status.PASSED, result.tests[0].got
 
 
 @linux_only
