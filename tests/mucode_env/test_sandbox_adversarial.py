@@ -22,6 +22,7 @@ psutil = pytest.importorskip("psutil")
 
 from mucode_env.feedback import render_feedback  # noqa: E402
 from mucode_env.sandbox import Job, Sandbox, SandboxConfig, SandboxLimits, Status  # noqa: E402
+from mucode_env.sandbox import jail  # noqa: E402
 from mucode_env.sandbox.jail import BASE_UID, JAIL_PY, bwrap_path  # noqa: E402
 from mucode_env.sandbox.pool import _Worker  # noqa: E402
 
@@ -44,10 +45,37 @@ CANARY = "mucode-canary-" + uuid.uuid4().hex
 os.environ["MUCODE_ADV_CANARY"] = CANARY
 
 
-@pytest.fixture(scope="module")
-def sb():
+SAME_UID = 1000  # the children's uid (inside the jail's user namespace) when there is no uid switch
+
+
+def _without_uid_switch(sandbox: Sandbox) -> None:
+    """Restart every worker as on a host that is not root: bwrap in a user namespace, the zygote
+    and its children under one uid with no capability (the host is root here, so the jail maps
+    SAME_UID to it; inside, nothing can tell the difference)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(jail, "is_root", lambda: False)
+        for worker in sandbox._workers:
+            spec = jail.build_worker("bwrap", worker.slot, sandbox.config.preload, sandbox.config.tmpfs_mb,
+                                     sandbox._seccomp_hex)
+            argv = list(spec.argv)
+            where = argv.index("--unshare-user") + 1
+            argv[where:where] = ["--uid", str(SAME_UID), "--gid", str(SAME_UID)]
+            assert spec.config["uid"] is None
+            worker.spec.argv[:] = argv
+            worker.spec.config.clear()
+            worker.spec.config.update(spec.config)
+            worker.restart()
+
+
+# Every test runs twice: with the uid switch (a root host) and without (a host that is not root,
+# where children share their zygote's uid and only the jail, seccomp and /proc rules hold).
+@pytest.fixture(scope="module", params=["uid_switch", "same_uid"])
+def sb(request):
     with Sandbox(SandboxConfig(tier="bwrap", cache_size=0)) as sandbox:
         assert sandbox.tier == "bwrap"
+        if request.param == "same_uid":
+            _without_uid_switch(sandbox)
+        sandbox.same_uid = request.param == "same_uid"
         yield sandbox
 
 
@@ -138,7 +166,7 @@ def test_environment_holds_nothing_from_the_host(sb):
     assert result.status is Status.WRONG_ANSWER
     assert CANARY not in result.tests[0].got and "MUCODE" not in result.tests[0].got
     listing = run(sb, "import os\ndef f():\n    return sorted(os.environ)\n", [T("f()", "0")]).tests[0].got
-    assert listing == "['HOME', 'LANG', 'PYTHONHASHSEED']"
+    assert listing == "['HOME', 'LANG', 'PYTHONHASHSEED', 'TMPDIR']"  # HOME and TMPDIR: its scratch dir
 
 
 STATUS_FIELDS = ("import resource\ndef f():\n    fields = dict(line.split(':\\t', 1) for line in "
@@ -155,6 +183,8 @@ def test_every_child_runs_with_no_new_privs_seccomp_its_uid_no_capabilities_and_
     uid = [str(BASE_UID + i) for i in range(sb.n_workers)]
     no_new_privs, mode, uids, caps, nofile, core = ast.literal_eval(got)
     assert (no_new_privs, mode, caps) == ("1", "2", "0000000000000000")
+    if sb.same_uid:
+        uid = [str(SAME_UID)]
     assert len(set(uids)) == 1 and (uids[0] in uid if os.geteuid() == 0 else True)
     assert nofile == (FAST.nofile, FAST.nofile) and core == (0, 0)
 
@@ -174,7 +204,8 @@ def test_kill_everything_spares_other_episodes_and_a_correct_solution_passes(sb)
     killer = Job("import os\ndef f():\n    os.kill(-1, 9)\n    return 7\n", (T("f()", "7"),), limits=FAST)
     neighbour = Job("import time\ndef f():\n    time.sleep(0.3)\n    return 8\n", (T("f()", "8"),), limits=FAST)
     results = sb.execute([killer, neighbour, killer, neighbour])
-    assert [r.status for r in results] == [Status.PASSED] * 4
+    assert [r.status for r in results] == [Status.RUNTIME_ERROR, Status.PASSED] * 2  # a child signals only itself
+    assert "PermissionError" in results[0].message
     assert_clean(sb)
     assert sb.worker_pids() == pids
 
