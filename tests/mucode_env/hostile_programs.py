@@ -147,6 +147,11 @@ CASES = {
         "                try:\n                    os.close(os.open('/proc/%d/fd/%d' % (pid, fd), mode))\n"
         "                    reached.append((pid, fd))\n                except OSError:\n                    pass\n"
         "    return reached\n", SECRET, FAST, Status.WRONG_ANSWER, "[]"),
+    # A batch keeps earlier runs' output memfds open until its last child ends (zygote.run_child):
+    # a child closes every inherited descriptor but stdio and its result pipe (3) before the
+    # program runs (4 is os.listdir's own).
+    "inherited_fds": ("import os\ndef f():\n    return sorted(int(fd) for fd in os.listdir('/proc/self/fd'))\n",
+                      SECRET, FAST, Status.WRONG_ANSWER, "[0, 1, 2, 3, 4]"),
     "write_pid1_mem": ("def f():\n    open('/proc/1/mem', 'r+b').write(b'x')\n", SECRET, FAST, Status.RUNTIME_ERROR,
                        "PermissionError"),
     "kill_everyone": ("import os\ndef f():\n    os.kill(-1, 9)\n    return 7919\n", SECRET, FAST, Status.RUNTIME_ERROR,

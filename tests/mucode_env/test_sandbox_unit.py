@@ -586,17 +586,27 @@ def test_auto_tier_picks_bwrap_when_it_works():
 
 # A zygote that greets the host and then dies on the first request.
 class _ScriptedZygote:
-    """Stands in for the zygote's Zygote in _batch_reply: canned replies, in order."""
+    """Stands in for the zygote's Zygote in _batch_reply: canned runs, in order, and the order in
+    which the batch ran and collected them."""
 
-    def __init__(self, replies):
-        self.replies, self.handled = list(replies), []
+    class Run:
+        def __init__(self, reply, large):
+            self.reply, self.clean, self.large = reply, not reply["dirty"], large
 
-    def handle(self, request):
+    def __init__(self, replies, large=()):
+        self.replies, self.large, self.handled, self.events = list(replies), set(large), [], []
+
+    def run_request(self, request):
         self.handled.append(request["n"])
+        self.events.append(("run", request["n"]))
         reply = self.replies.pop(0)
         if isinstance(reply, Exception):
             raise reply
-        return reply
+        return [self.Run(dict(run, n=request["n"]), request["n"] in self.large) for run in reply["runs"]]
+
+    def collect(self, run):
+        self.events.append(("collect", run.reply["n"]))
+        return {key: value for key, value in run.reply.items() if key != "n"}
 
 
 def test_batch_reply_runs_each_request_and_stops_after_a_dirty_scratch():
@@ -607,6 +617,18 @@ def test_batch_reply_runs_each_request_and_stops_after_a_dirty_scratch():
     assert replies[0] == ok and replies[2] == dirty
     assert replies[1] == {"infra_error": "OSError: no memfd"}
     assert replies[3] == replies[4] == {"infra_error": "not run: a scratch dir could not be wiped", "skipped": True}
+
+
+def test_batch_reply_collects_after_the_last_child_except_large_outputs():
+    """Children run back to back and replies are built after the last one (fewer copy-on-write
+    faults per fork), but a run that left a large output is collected at once, so that a batch
+    never holds more than one large output."""
+    ok = {"runs": [{"records": "", "dirty": False}]}
+    fake = _ScriptedZygote([ok, ok, ok, ok], large={1})
+    replies = json.loads(zygote._batch_reply([{"n": i} for i in range(4)], fake, None))["replies"]
+    assert replies == [ok] * 4
+    assert fake.events == [("run", 0), ("run", 1), ("collect", 1), ("run", 2), ("run", 3),
+                           ("collect", 0), ("collect", 2), ("collect", 3)]
 
 
 @linux_only
