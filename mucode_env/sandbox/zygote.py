@@ -749,19 +749,21 @@ class Zygote:
         (out_fd, err_fd, result_fd, status, usage, timed_out, wall_ms, run_delay_ms, clean,
          keep_stdout, capture, _) = run
         cpu_ms = (usage.ru_utime + usage.ru_stime) * 1e3
-        output, truncated, output_size = self._read_capture(out_fd, capture)
-        stdout_full = None
-        if keep_stdout:
-            size = os.lseek(out_fd, 0, os.SEEK_END)
-            stdout_full = os.pread(out_fd, size, 0).decode("utf-8", "replace")
-            stderr_text, _, _ = self._read_capture(err_fd, capture)
-            output = stderr_text
-        result_size = os.lseek(result_fd, 0, os.SEEK_END)
-        records = os.pread(result_fd, min(result_size, 64 << 20), 0).decode("utf-8", "replace")
-        if err_fd != out_fd:
-            os.close(err_fd)
-        os.close(out_fd)
-        os.close(result_fd)
+        try:
+            output, truncated, output_size = self._read_capture(out_fd, capture)
+            stdout_full = None
+            if keep_stdout:
+                size = os.lseek(out_fd, 0, os.SEEK_END)
+                stdout_full = os.pread(out_fd, size, 0).decode("utf-8", "replace")
+                stderr_text, _, _ = self._read_capture(err_fd, capture)
+                output = stderr_text
+            result_size = os.lseek(result_fd, 0, os.SEEK_END)
+            records = os.pread(result_fd, min(result_size, 64 << 20), 0).decode("utf-8", "replace")
+        finally:
+            if err_fd != out_fd:
+                os.close(err_fd)
+            os.close(out_fd)
+            os.close(result_fd)
         reply = {
             "dirty": not clean,
             "records": records,
@@ -779,16 +781,14 @@ class Zygote:
             reply["stdout"] = stdout_full
         return reply
 
-    def run_request(self, request):
-        """Run every child of one request (one, or one per stdin); ``collect`` each later."""
+    def handle(self, request):
+        """Run one request and collect its runs (a stdio request: one per stdin, each collected
+        before the next starts, so that a request with many tests holds one run's memfds)."""
         limits = request["limits"]
         if request["mode"] == "stdio":
-            return [self.run_child(request, limits, stdin=stdin.encode("utf-8"), keep_stdout=True)
-                    for stdin in request["stdins"]]
-        return [self.run_child(request, limits)]
-
-    def handle(self, request):
-        return {"runs": [self.collect(run) for run in self.run_request(request)]}
+            return {"runs": [self.collect(self.run_child(request, limits, stdin=stdin.encode("utf-8"), keep_stdout=True))
+                             for stdin in request["stdins"]]}
+        return {"runs": [self.collect(self.run_child(request, limits))]}
 
 
 def _read_exact(stream, n):
@@ -940,15 +940,24 @@ def _infra_error(exc):
     return {"infra_error": "%s: %s" % (type(exc).__name__, exc)}
 
 
+def _collected(zygote, run):
+    """The JSON text of the reply to a function-style request from its finished run."""
+    try:
+        return _dumps({"runs": [zygote.collect(run)]})
+    except Exception as exc:
+        return _dumps(_infra_error(exc))
+
+
 def _batch_reply(requests, zygote, heavy):
     """The JSON text of the reply to a batch: one reply per request, in order, each run as if it
     came alone. After a run whose scratch could not be wiped the rest are not run (the host
     recycles the worker and runs them again).
 
-    The children run back to back and the replies are built after the last one (see
-    Zygote.run_child), except for a run that left much output, collected at once so that a
-    batch never holds more than one large output in memory."""
-    items = []  # per request: its reply text, or its runs still to collect
+    The children of function-style requests run back to back and their replies are built after
+    the last one (see Zygote.run_child), except for a run that left much output, collected at
+    once so that a batch never holds more than one large output in memory; a stdio request
+    (one run per test) is collected run by run."""
+    items = []  # per request: its reply text, or its run still to collect
     dirty = False
     for request in requests:
         if dirty:
@@ -958,13 +967,18 @@ def _batch_reply(requests, zygote, heavy):
             if heavy is not None and heavy.wants(request):
                 items.append(heavy.forward_request(request))
                 continue
-            runs = zygote.run_request(request)
+            if request.get("mode") == "stdio":
+                reply = zygote.handle(request)
+                dirty = any(run["dirty"] for run in reply["runs"])
+                items.append(_dumps(reply))
+                continue
+            run = zygote.run_child(request, request.get("limits"))
         except Exception as exc:  # this request's infrastructure trouble; the host retries it
             items.append(_dumps(_infra_error(exc)))
             continue
-        dirty = any(not run.clean for run in runs)
-        items.append(_dumps({"runs": [zygote.collect(run) for run in runs]}) if any(run.large for run in runs) else runs)
-    texts = [item if type(item) is str else _dumps({"runs": [zygote.collect(run) for run in item]}) for item in items]
+        dirty = not run.clean
+        items.append(_collected(zygote, run) if run.large else run)
+    texts = [item if type(item) is str else _collected(zygote, item) for item in items]
     return '{"replies": [' + ", ".join(texts) + "]}"
 
 

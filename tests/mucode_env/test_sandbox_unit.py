@@ -596,13 +596,13 @@ class _ScriptedZygote:
     def __init__(self, replies, large=()):
         self.replies, self.large, self.handled, self.events = list(replies), set(large), [], []
 
-    def run_request(self, request):
+    def run_child(self, request, limits):
         self.handled.append(request["n"])
         self.events.append(("run", request["n"]))
         reply = self.replies.pop(0)
         if isinstance(reply, Exception):
             raise reply
-        return [self.Run(dict(run, n=request["n"]), request["n"] in self.large) for run in reply["runs"]]
+        return self.Run(dict(reply["runs"][0], n=request["n"]), request["n"] in self.large)
 
     def collect(self, run):
         self.events.append(("collect", run.reply["n"]))
@@ -617,6 +617,29 @@ def test_batch_reply_runs_each_request_and_stops_after_a_dirty_scratch():
     assert replies[0] == ok and replies[2] == dirty
     assert replies[1] == {"infra_error": "OSError: no memfd"}
     assert replies[3] == replies[4] == {"infra_error": "not run: a scratch dir could not be wiped", "skipped": True}
+
+
+def test_a_stdio_request_collects_each_run_before_the_next_starts():
+    """A stdio request runs one child per test (hundreds for some problems): holding every run's
+    three memfds until the end would exhaust descriptors, so each is collected at once."""
+    events = []
+
+    class Recording(zygote.Zygote):
+        def __init__(self):  # no jail resources: only handle()'s ordering is under test
+            pass
+
+        def run_child(self, request, limits, stdin=b"", keep_stdout=False):
+            events.append(("run", stdin))
+            return stdin
+
+        def collect(self, run):
+            events.append(("collect", run))
+            return {"dirty": False}
+
+    request = {"mode": "stdio", "stdins": ["1", "2", "3"], "limits": {}}
+    reply = zygote._batch_reply([request], Recording(), None)
+    assert json.loads(reply)["replies"] == [{"runs": [{"dirty": False}] * 3}]
+    assert events == [(kind, str(i).encode()) for i in (1, 2, 3) for kind in ("run", "collect")]
 
 
 def test_batch_reply_collects_after_the_last_child_except_large_outputs():
