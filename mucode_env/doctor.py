@@ -56,6 +56,12 @@ def sandbox_probes(sandbox: Sandbox) -> list[tuple[str, bool, str]]:
         "infinite loop is killed": "def f():\n    while True: pass",
         "exit(0) cannot fake a pass": "import sys\nsys.exit(0)\ndef f(): return 1",
         "always-equal objects are refused": "class A:\n    def __eq__(self, o): return True\ndef f(): return A()",
+        # hold without a uid switch too (a host that is not root): see mucode_env/sandbox/jail.py
+        "the fork server's descriptors are out of reach": (
+            "import os\ndef f():\n    for fd in range(12):\n        try:\n"
+            "            os.close(os.open('/proc/%d/fd/%d' % (os.getppid(), fd), os.O_WRONLY))\n"
+            "            return 1\n        except OSError:\n            pass"),
+        "no other process can be signalled": "import os\ndef f():\n    os.kill(os.getppid(), 0)\n    return 1",
     }
     limits = SandboxLimits(per_test_s=1.0)
     results = sandbox.execute([_job(code, (probe,), limits) for code in programs.values()])
