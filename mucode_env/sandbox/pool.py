@@ -182,6 +182,7 @@ class _Worker:
             self.kill()
             raise SandboxError(f"sandbox worker sent an unexpected greeting: {str(ready)[:200]}")
         self.preloaded = ready.get("preloaded", [])
+        self.landlock = int(ready.get("landlock") or 0)  # the ABI its children confine themselves with
 
     def _stderr_tail(self) -> str:
         if self.proc is None or self.proc.stderr is None:
@@ -300,12 +301,9 @@ def _detect_tier(requested: str) -> str:
             reason = str(exc)
     else:
         reason = "bwrap is not installed (apt-get install bubblewrap)"
-    weaker = "no namespaces, weaker file isolation"
+    weaker = "no namespaces: files are kept out of reach by Landlock where the kernel has it"
     if not jail.is_root():
-        # No uid switch either: programs run as this user, next to this user's processes.
-        weaker = ("no namespaces and, as this host is not root, no uid switch: a program can read and write "
-                  "every file this user can, and the memory of this user's other processes through "
-                  "/proc/<pid>/mem where the kernel allows ptrace (no Yama); install bubblewrap")
+        weaker += " (as this host is not root there is no uid switch either: install bubblewrap)"
     warnings.warn(f"mucode sandbox: falling back to the 'process' tier ({weaker}): {reason}", RuntimeWarning,
                   stacklevel=3)
     return "process"
@@ -339,6 +337,11 @@ class Sandbox(SharedPool):
         except BaseException:
             self.close()
             raise
+        if self.tier == "process" and self.landlock_abi == 0:
+            warnings.warn("mucode sandbox: this kernel has no Landlock (Linux >= 5.13 with landlock among its "
+                          "LSMs), so the 'process' tier cannot keep programs from reading files their uid can "
+                          "read (and, on a host that is not root, writing this user's files)", RuntimeWarning,
+                          stacklevel=2)
         self._idle: queue.Queue[_Worker] = queue.Queue()
         for worker in self._workers:
             self._idle.put(worker)
@@ -348,6 +351,12 @@ class Sandbox(SharedPool):
         self.stats = {"executions": 0, "cache_hits": 0, "retries": 0, "restarts": 0}
 
     # ---- public API --------------------------------------------------------------------------
+    @property
+    def landlock_abi(self) -> int:
+        """The Landlock ABI the process tier's children confine themselves with (0: none; the
+        bwrap tier relies on its mount namespace instead)."""
+        return min((worker.landlock for worker in self._workers), default=0)
+
     @property
     def n_workers(self) -> int:
         return len(self._workers)

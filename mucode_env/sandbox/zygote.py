@@ -42,6 +42,7 @@ PRELOAD = (
 RARE_STDLIB = ("statistics", "fractions", "decimal", "datetime", "hashlib", "textwrap", "unicodedata", "dataclasses")
 RESULT_FD = 3
 PR_SET_NO_NEW_PRIVS = 38
+SYS_LANDLOCK_CREATE_RULESET, SYS_LANDLOCK_ADD_RULE, SYS_LANDLOCK_RESTRICT_SELF = 444, 445, 446  # every arch
 PR_SET_DUMPABLE = 4
 PR_SET_SECCOMP = 22
 SECCOMP_MODE_FILTER = 2
@@ -462,6 +463,58 @@ def _warm_up():
         _ALARM.update({"test": -1, "fired": 0, "started": 0.0, "grace": 0.5})
 
 
+# Landlock file access rights (linux/landlock.h), by the ABI version that introduced them.
+_LL_EXECUTE, _LL_WRITE_FILE, _LL_READ_FILE, _LL_READ_DIR = 1 << 0, 1 << 1, 1 << 2, 1 << 3
+_LL_REFER, _LL_TRUNCATE, _LL_IOCTL_DEV = 1 << 13, 1 << 14, 1 << 15
+_LL_SCOPE_ABSTRACT_UNIX_SOCKET, _LL_SCOPE_SIGNAL = 1 << 0, 1 << 1
+
+
+def _landlock_ruleset(spec, libc):
+    """(ruleset fd, ABI version) of a Landlock ruleset from ``spec`` ({"read": paths, "write":
+    paths, "devices": paths}), or (None, 0) where the kernel has no Landlock.
+
+    Used in the process tier, which has no mount namespace: without it a child could read every
+    file its uid can (the datasets' answers are world-readable), and on a host that is not root
+    write every file the user can and read /proc/<pid>/environ of the user's processes. Each
+    child confines itself with it (``Zygote._child``) before any untrusted code runs; the
+    zygote stays unconfined. Nothing under /proc is allowed."""
+    syscall = libc.syscall
+    syscall.restype = ctypes.c_long
+    abi = syscall(SYS_LANDLOCK_CREATE_RULESET, None, ctypes.c_size_t(0), ctypes.c_uint(1))
+    if abi < 1:
+        return None, 0
+    handled = (1 << 13) - 1  # ABI 1: execute ... make_sym
+    for version, right in ((2, _LL_REFER), (3, _LL_TRUNCATE), (5, _LL_IOCTL_DEV)):
+        if abi >= version:
+            handled |= right
+    scoped = _LL_SCOPE_ABSTRACT_UNIX_SOCKET | _LL_SCOPE_SIGNAL if abi >= 6 else 0
+    size = 24 if abi >= 6 else 16 if abi >= 4 else 8  # struct landlock_ruleset_attr grew
+    attr = ctypes.create_string_buffer(struct.pack("=QQQ", handled, 0, scoped)[:size], size)
+    ruleset = syscall(SYS_LANDLOCK_CREATE_RULESET, attr, ctypes.c_size_t(size), ctypes.c_uint(0))
+    if ruleset < 0:
+        raise OSError(ctypes.get_errno(), "landlock_create_ruleset failed")
+    file_rights = (_LL_EXECUTE | _LL_WRITE_FILE | _LL_READ_FILE | _LL_TRUNCATE | _LL_IOCTL_DEV) & handled
+    readable = _LL_EXECUTE | _LL_READ_FILE | _LL_READ_DIR
+    rules = ([(path, readable) for path in spec.get("read", ())] + [(path, handled) for path in spec.get("write", ())]
+             + [(path, _LL_READ_FILE | _LL_WRITE_FILE | _LL_TRUNCATE) for path in spec.get("devices", ())])
+    for path, access in rules:
+        try:
+            fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+        except OSError:
+            continue  # not on this machine
+        try:
+            is_dir = os.path.isdir(path)
+            allowed = access & handled & (~0 if is_dir else file_rights)
+            rule = ctypes.create_string_buffer(struct.pack("=Qi", allowed, fd), 12)  # landlock_path_beneath_attr
+            if syscall(SYS_LANDLOCK_ADD_RULE, ruleset, 1, rule, 0) != 0:
+                raise OSError(ctypes.get_errno(), "landlock_add_rule failed for %s" % path)
+        finally:
+            os.close(fd)
+    if ruleset <= RESULT_FD:  # a child replaces 0..3 before it confines itself
+        raise OSError("landlock ruleset on descriptor %d" % ruleset)
+    return ruleset, abi
+
+
 class _SockFilter(ctypes.Structure):
     _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte), ("k", ctypes.c_uint)]
 
@@ -535,6 +588,10 @@ class Zygote:
         # removed (a child that shares the zygote's uid could otherwise write next to it).
         self.mounted = bool(config.get("scratch_mounted"))
         self._devnull = os.open(os.devnull, os.O_RDONLY)  # stdin of children without input
+        self._landlock, self.landlock_abi = (None, 0)
+        if config.get("landlock"):
+            self._landlock, self.landlock_abi = _landlock_ruleset(config["landlock"], self.libc)
+            self._syscall = self.libc.syscall
         if self.seccomp_bpf:
             n = len(self.seccomp_bpf) // 8
             self._filters = (_SockFilter * n).from_buffer_copy(self.seccomp_bpf)
@@ -561,7 +618,9 @@ class Zygote:
         os.dup2(out_fd, 1)
         os.dup2(err_fd, 2)
         os.dup2(result_fd, RESULT_FD)
-        # Close every other inherited descriptor (host pipes among them).
+        if self._landlock is not None and self._syscall(SYS_LANDLOCK_RESTRICT_SELF, self._landlock, 0) != 0:
+            os._exit(123)
+        # Close every other inherited descriptor (host pipes, the Landlock ruleset among them).
         os.closerange(RESULT_FD + 1, 65536)
         memory = limits["memory_mb"] << 20
         resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
@@ -1029,7 +1088,8 @@ def main():
     _prepare_child_runtime(zygote.scratch)
     _warm_up()
     sys.modules["random"].seed(0)  # unchanged by the warm-up; reseeded all the same
-    _send(out, {"ready": True, "pid": os.getpid(), "preloaded": preloaded + (heavy.preloaded if heavy else [])})
+    _send(out, {"ready": True, "pid": os.getpid(), "preloaded": preloaded + (heavy.preloaded if heavy else []),
+                "landlock": zygote.landlock_abi})
     _serve(inp, out, zygote, heavy)
 
 

@@ -395,9 +395,11 @@ def test_process_tier_runs_and_switches_uid(process_sb):
     assert result.status is expected
     fork = process_sb.run("import os\nos.fork()\ndef f():\n    return 1\n", [TestCase.equals("f()", "1")])
     assert fork.status is Status.RUNTIME_ERROR  # seccomp still applies without the jail
-    # no_new_privs comes from the zygote here (bwrap sets it too in the jail), seccomp mode 2.
-    status = process_sb.run("def f():\n    return [l.split()[1] for l in open('/proc/self/status') "
-                            "if l.startswith(('NoNewPrivs', 'Seccomp:'))]\n", [TestCase.equals("f()", "['1', '2']")])
+    # no_new_privs comes from the zygote here (bwrap sets it too in the jail), seccomp mode 2
+    # (asked with prctl: Landlock keeps a process-tier child out of /proc).
+    status = process_sb.run("import ctypes\ndef f():\n    libc = ctypes.CDLL(None)\n"
+                            "    return [libc.prctl(39, 0, 0, 0, 0), libc.prctl(21, 0, 0, 0, 0)]\n",
+                            [TestCase.equals("f()", "[1, 2]")])
     assert status.status is Status.PASSED, status.tests[0].got
 
 
@@ -415,32 +417,85 @@ def probe():
                 reached.append(fd)
             except OSError:
                 pass
-    return [reached, len(os.listdir("/proc/self/fd")) > 0]
+    return reached
 """
 
 
-@linux_only
-def test_a_child_without_uid_switch_cannot_open_its_fork_servers_descriptors():
-    """A host that is not root runs children as the zygote's own uid. Simulated here as root
-    without capabilities (setpriv), the same position: same uid as the zygote, no CAP_SYS_PTRACE.
-    The zygote is not dumpable, so its descriptors cannot be opened through /proc/<zygote>/fd
-    (as a real other uid, the directory cannot even be listed); a child still reads its own
-    /proc/self/fd."""
+def _process_tier_as_the_same_uid(sandbox, landlock=True):
+    """Restart the process-tier worker as on a host that is not root: no uid switch, the zygote
+    and its children under one uid with no capability (root without capabilities here: same uid
+    as the zygote, no CAP_SYS_PTRACE, no CAP_DAC_OVERRIDE)."""
     setpriv = shutil.which("setpriv")
     if setpriv is None:
         if os.environ.get("CI"):
             pytest.fail("setpriv (util-linux) is missing")
         pytest.skip("setpriv (util-linux) is not installed")
     if os.geteuid() != 0:
-        pytest.skip("needs root to drop every capability while keeping the uid (a non-root host "
-                    "is this test's situation already; see test_process_tier_runs_and_switches_uid)")
+        pytest.skip("needs root to drop every capability while keeping the uid (a host that is not "
+                    "root is this situation already)")
+    worker = sandbox._workers[0]
+    worker.spec.argv[:] = [setpriv, "--inh-caps=-all", "--bounding-set=-all", "--", *worker.spec.argv]
+    worker.spec.config["uid"] = None
+    if not landlock:
+        worker.spec.config["landlock"] = None
+    worker.restart()
+
+
+@linux_only
+@pytest.mark.parametrize("landlock", [False, True], ids=["dumpable_only", "landlock"])
+def test_a_child_without_uid_switch_cannot_open_its_fork_servers_descriptors(landlock):
+    """The zygote is not dumpable, so a child of the same uid cannot open its descriptors
+    through /proc/<zygote>/fd (a real other uid cannot even list them); Landlock, where the
+    kernel has it, keeps a process-tier child out of /proc altogether."""
     with Sandbox(SandboxConfig(tier="process", n_workers=1, preload=(), cache_size=0)) as sandbox:
-        worker = sandbox._workers[0]
-        worker.spec.argv[:] = [setpriv, "--inh-caps=-all", "--bounding-set=-all", "--", *worker.spec.argv]
-        worker.spec.config["uid"] = None
-        worker.kill()  # restarted with this spec on the next job
-        result = sandbox.run(PROBE_PARENT_FDS, [TestCase.equals("probe()", "[[], True]")])
+        _process_tier_as_the_same_uid(sandbox, landlock)
+        result = sandbox.run(PROBE_PARENT_FDS, [TestCase.equals("probe()", "[]")])
         assert result.status is Status.PASSED, result.tests[0].got
+
+
+def _landlock_abi() -> int:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    return max(0, libc.syscall(444, None, ctypes.c_size_t(0), ctypes.c_uint(1)))
+
+
+@linux_only
+def test_landlock_keeps_a_process_tier_child_to_the_interpreter_and_its_scratch(tmp_path):
+    """Without a mount namespace, Landlock is what keeps a child away from the host's files:
+    world-readable data (a dataset's answers), files its uid may write (a host that is not root:
+    the user's own files), other processes' /proc. The standard library still imports and the
+    scratch dir (the working directory) is still writable."""
+    if _landlock_abi() < 1:
+        if os.environ.get("CI"):
+            pytest.fail("this kernel has no Landlock (Linux >= 5.13 with landlock in its LSM list)")
+        pytest.skip("this kernel has no Landlock")
+    secret = tmp_path / "answers.txt"
+    secret.write_text("7919")
+    secret.chmod(0o644)
+    tmp_path.chmod(0o755)
+    code = (
+        "import os\n"
+        "def attempt(fn):\n    try:\n        fn()\n        return 'done'\n    except OSError as exc:\n"
+        "        return type(exc).__name__\n"
+        "def f():\n"
+        "    import fcntl, decimal\n"  # not preloaded: read from the standard library now
+        f"    return [attempt(lambda: open({str(secret)!r}).read()),\n"
+        f"            attempt(lambda: open({str(tmp_path / 'planted.py')!r}, 'w').write('x')),\n"
+        f"            attempt(lambda: open('/proc/{os.getpid()}/environ', 'rb').read()),\n"
+        "            attempt(lambda: open('scratch.txt', 'w').write('x')),\n"
+        "            attempt(lambda: open('/dev/null', 'w').write('x'))]\n")
+    expected = "['PermissionError', 'PermissionError', 'PermissionError', 'done', 'done']"
+    with Sandbox(SandboxConfig(tier="process", n_workers=1, preload=(), cache_size=0)) as sandbox:
+        assert sandbox.landlock_abi >= 1
+        if os.geteuid() == 0:
+            root = sandbox.run(code.replace("    import fcntl, decimal\n", ""), [TestCase.equals("f()", expected)])
+            assert root.status is Status.PASSED, root.tests[0].got  # the uid switch alone let it read
+        _process_tier_as_the_same_uid(sandbox)
+        same_uid = sandbox.run(code, [TestCase.equals("f()", expected)])
+        assert same_uid.status is Status.PASSED, (same_uid.message, same_uid.tests[0].got)
+    assert not (tmp_path / "planted.py").exists()
 
 
 @linux_only
