@@ -276,7 +276,10 @@ def test_cli_eval_runs_through_a_managed_server_and_stops_it(fake_venv, tmp_path
 
 # ---- no orphan, however the driver ends ---------------------------------------------------------
 DRIVER = """
-import sys, time
+import signal, sys, time
+# Ctrl-C must raise KeyboardInterrupt even where this test runs with SIGINT ignored (a shell's
+# background job without job control), which a child inherits and which then stays ignored.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from agents.backends.vllm import VLLMPolicy
 from agents.policy import SamplingParams
 

@@ -118,7 +118,9 @@ def test_an_interrupted_trainer_leaves_no_training_job_behind(tiny_model_dir, tm
     # the "launcher" starts a worker and waits; the trainer is interrupted while it runs
     job = ("import subprocess, time; w = subprocess.Popen(['sleep', '300']); "
            "print('WORKER', w.pid, flush=True); time.sleep(300)")
-    driver = (f"import sys; from agents.training.launch import LaunchConfig, run_stage; "
+    # SIGINT restored first: a test run with SIGINT ignored (a shell's background job) passes that on
+    driver = (f"import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+              f"from agents.training.launch import LaunchConfig, run_stage; "
               f"from agents.training.sft import SFT_STAGE, SFTRunConfig; "
               f"run_stage(SFT_STAGE, {str(tiny_model_dir)!r}, [], SFTRunConfig(), {str(tmp_path / 'gen')!r}, "
               f"LaunchConfig((sys.executable, '-c', {job!r})))")
