@@ -239,13 +239,16 @@ class GRPOBaseline:
         """Train (or resume) and return the checkpoint directory."""
         from transformers.trainer_utils import get_last_checkpoint
 
+        from agents.training.lm_head import compact_lm_head
+
         state = self._saved_state()
         if state is not None and int(state.get("global_step", 0)) >= self.config.max_steps:
             return self.checkpoint_dir
         trainer = self.build()
         trl_dir = self.output_dir / TRL_DIR
         last = get_last_checkpoint(str(trl_dir)) if self.config.resume and trl_dir.is_dir() else None
-        trainer.train(resume_from_checkpoint=last)
+        with compact_lm_head():  # score completion tokens only, on the CPU too
+            trainer.train(resume_from_checkpoint=last)
         self._save(trainer)
         return self.checkpoint_dir
 

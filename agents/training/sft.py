@@ -20,11 +20,13 @@ import os
 import shutil
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from agents.training.launch import Stage
+from agents.training.lm_head import compact_lm_head
 from agents.training.precision import DTYPES, resolve_bf16, torch_dtype_of
 from agents.training.distributed import accumulation_steps, is_main_process, rank_output_dir, save_trained_model, world_size
 
@@ -72,6 +74,7 @@ class SFTRunConfig:
     gradient_checkpointing: bool = False
     torch_dtype: str = "float32"
     bf16: bool | None = None
+    compact_lm_head: bool = True  # LM head only on labelled positions, on the CPU too (agents.training.lm_head)
     logging_steps: int = 10
     progress: bool = True
     drop_overlong: bool = True  # drop examples longer than max_length instead of truncating them
@@ -255,7 +258,8 @@ def finetune(
             peft_config=peft_config,
         )
         t0 = time.perf_counter()
-        result = trainer.train()
+        with compact_lm_head() if config.compact_lm_head else nullcontext():
+            result = trainer.train()
         train_s = time.perf_counter() - t0
         save_trained_model(trainer, tmp, lora=config.lora, base_model=base, torch_dtype=dtype)
         del trainer, model
