@@ -14,6 +14,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -34,6 +35,25 @@ def tree_rss(root: psutil.Process) -> int:
     return total
 
 
+def sample_peak(child: subprocess.Popen, every: float, on_sample: Callable[[int], None] | None = None) -> int:
+    """The largest :func:`tree_rss` of ``child``'s tree, sampled every ``every`` s until it exits.
+
+    ``on_sample`` sees each sample (bytes) as it is taken.
+    """
+    root, peak = psutil.Process(child.pid), 0
+    while child.poll() is None:
+        try:
+            rss = tree_rss(root)
+        except psutil.NoSuchProcess:
+            break
+        peak = max(peak, rss)
+        if on_sample:
+            on_sample(rss)
+        time.sleep(every)
+    child.wait()
+    return peak
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--every", type=float, default=1.0, help="sampling period in seconds (default: %(default)s)")
@@ -47,20 +67,15 @@ def main(argv=None) -> int:
         p.error("give the command after --")
     started = time.monotonic()
     child = subprocess.Popen(command)
-    root, peak = psutil.Process(child.pid), 0
     trace = open(args.trace, "w") if args.trace else None  # noqa: SIM115 (closed below)
     if trace:
         trace.write("elapsed_s,tree_rss_gib,unix_time\n")
-    while child.poll() is None:
-        try:
-            rss = tree_rss(root)
-        except psutil.NoSuchProcess:
-            break
-        peak = max(peak, rss)
-        if trace:
-            trace.write(f"{time.monotonic() - started:.1f},{rss / 2**30:.3f},{time.time():.1f}\n")
-            trace.flush()
-        time.sleep(args.every)
+
+    def record(rss: int) -> None:
+        trace.write(f"{time.monotonic() - started:.1f},{rss / 2**30:.3f},{time.time():.1f}\n")
+        trace.flush()
+
+    peak = sample_peak(child, args.every, record if trace else None)
     if trace:
         trace.close()
     wall = time.monotonic() - started

@@ -66,47 +66,38 @@ def sft_config(variant: str, generator: str | None = None):
 
 
 def run_variant(args: argparse.Namespace) -> int:
-    """In the child: fine-tune once and print the stage's statistics as one JSON line."""
+    """In the child: fine-tune once; the stage writes its statistics next to the model."""
     import torch
 
-    from agents.training.precision import resolve_bf16
-    from agents.training.sft import finetune, read_train_stats
+    from agents.training.sft import finetune
 
     torch.set_num_threads(args.threads)
     generator, cfg = sft_config(args.run_variant, args.generator)
     finetune(generator, load_examples(args.examples, args.limit), cfg, args.out)
-    stats = read_train_stats(args.out)
-    print(json.dumps({"variant": args.run_variant, "per_device": cfg.per_device_batch_size,
-                      "compact_lm_head": cfg.compact_lm_head, "bf16": resolve_bf16(cfg.bf16),
-                      "examples": stats["n_examples"], "tokens": stats["train_tokens"],
-                      "train_s": stats["train_s"], "tokens_per_s": stats["train_tokens_per_s"]}))
     return 0
 
 
 def measure(args: argparse.Namespace, variant: str, out: Path) -> dict:
-    """Run one variant in a child process, sampling its resident memory."""
-    import psutil
-
-    from benchmarks.peak_memory import tree_rss
+    """Run one variant in a child process, sampling its resident memory, and read its statistics."""
+    from agents.training.precision import resolve_bf16
+    from agents.training.sft import read_train_stats
+    from benchmarks.peak_memory import sample_peak
 
     cmd = [sys.executable, __file__, "--examples", args.examples, "--limit", str(args.limit),
            "--threads", str(args.threads), "--run-variant", variant, "--out", str(out)]
     if args.generator:
         cmd += ["--generator", args.generator]
     started = time.monotonic()
-    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-    peak, root = 0, psutil.Process(child.pid)
-    while child.poll() is None:
-        try:
-            peak = max(peak, tree_rss(root))
-        except psutil.NoSuchProcess:
-            break
-        time.sleep(0.5)
-    stdout = child.stdout.read() if child.stdout else ""
+    child = subprocess.Popen(cmd, stdout=sys.stderr)  # stdout carries only the table
+    peak = sample_peak(child, 0.5)
     if child.returncode != 0:
         raise SystemExit(f"variant {variant} failed (exit {child.returncode})")
-    row = json.loads(stdout.strip().splitlines()[-1])
-    return {**row, "peak_gib": peak / 2**30, "wall_s": time.monotonic() - started}
+    stats = read_train_stats(out)
+    _, cfg = sft_config(variant, args.generator)
+    return {"variant": variant, "per_device": cfg.per_device_batch_size, "compact_lm_head": cfg.compact_lm_head,
+            "bf16": resolve_bf16(cfg.bf16), "examples": stats["n_examples"], "tokens": stats["train_tokens"],
+            "train_s": stats["train_s"], "tokens_per_s": stats["train_tokens_per_s"],
+            "peak_gib": peak / 2**30, "wall_s": time.monotonic() - started}
 
 
 def main(argv=None) -> int:

@@ -71,5 +71,4 @@ def _compact_on_cpu(original):
         # Only the compact/dense choice in add_fused_lm_head reads this binding.
         return device.type == "cpu" or bool(original(device))
 
-    use_compact_path.__wrapped__ = original  # type: ignore[attr-defined]
     return use_compact_path
