@@ -21,6 +21,7 @@ and averages them (the reference code uses 10). Private results never reach the 
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -45,6 +46,12 @@ class BoNConfig:
     ``ray``: play the episodes on Ray actors (:class:`agents.ray_episodes.RayEpisodesConfig`);
     the verifier then scores in the actors (a :class:`agents.mucode.verifier.Verifier` travels
     as its path and is loaded there once per run).
+
+    ``max_live``: episodes in flight; finished ones are replaced from the queue. ``None`` (the
+    default) starts every episode at once and advances them in lock-step. A bound lets a store
+    (``best_of_n(store_dir=...)``) save episodes as they finish instead of only at the end of
+    each turn of the whole benchmark; with a policy that takes per-episode seeds (every shipped
+    backend) the results do not depend on it.
     """
 
     n: int = 5
@@ -58,6 +65,7 @@ class BoNConfig:
     greedy_when_n1: bool = True
     progress: bool = True
     ray: RayEpisodesConfig | None = None
+    max_live: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.ray, Mapping):
@@ -70,6 +78,13 @@ class BoNConfig:
             raise ValueError(f"selector must be one of {SELECTORS}, got {self.selector!r}")
         if self.max_turns < 1 or self.repeats < 1:
             raise ValueError(f"max_turns and repeats must be >= 1, got {self.max_turns}, {self.repeats}")
+        if self.max_live is not None and self.max_live < 1:
+            raise ValueError(f"max_live must be >= 1 or None, got {self.max_live}")
+
+    def identity(self) -> dict[str, Any]:
+        """What makes two runs' episodes the same experiment (a stored run resumes only under it);
+        how they are played (``progress``, ``ray``, ``max_live``) is not part of it."""
+        return {k: v for k, v in asdict(self).items() if k not in ("progress", "ray", "max_live")}
 
     @property
     def needs_verifier(self) -> bool:
@@ -124,6 +139,20 @@ class BoNResult:
         }
 
 
+def _record(params: SamplingParams) -> dict[str, Any]:
+    """The sampling parameters as a trajectory records them: JSON types (lists, not tuples), as a
+    stored trajectory reads back, so that resumed and fresh episodes compare equal."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(params).items()}
+
+
+def _verifier_name(verifier: Any) -> str | None:
+    """How a stored run names its verifier: its checkpoint path where it has one."""
+    if verifier is None:
+        return None
+    path = getattr(verifier, "path", None)
+    return str(path) if path is not None else getattr(verifier, "__qualname__", type(verifier).__qualname__)
+
+
 def pick(selector: str, candidates: Candidates, rng: random.Random) -> int:
     """The candidate ``selector`` chooses (ties: the lowest index; PT and random draw from ``rng``)."""
     passed, scores = candidates.public_passed, candidates.scores
@@ -149,6 +178,7 @@ def best_of_n(
     problem_ids: Sequence[str] | None = None,
     policy_name: str = "",
     sandbox=None,
+    store_dir: str | os.PathLike | None = None,
     **env_kwargs: Any,
 ) -> BoNResult:
     """Multi-turn Best-of-N over the problems of ``env_id`` (Algorithm 2).
@@ -163,6 +193,11 @@ def best_of_n(
         problem_ids: restrict to these problems.
         sandbox: the sandbox the environments share (default: the process-wide one); with
             ``config.ray`` each actor has its own (``RayEpisodesConfig.sandbox``).
+        store_dir: save every finished episode there (:class:`agents.episode_store.EpisodeStore`)
+            and, started again with the same directory, play only the episodes not yet saved: an
+            interrupted evaluation resumes, with the same picks (episodes keep their indices) and,
+            for policies that take per-episode seeds, the same samples. A directory made with
+            another configuration, environment, policy name, verifier or problem list is refused.
         env_kwargs: more ``gym.make`` kwargs (``split``, ``data_dir``, ``termination``...).
 
     Returns:
@@ -186,8 +221,17 @@ def best_of_n(
                              "(set RayEpisodesConfig.sandbox)")
         env_kwargs["sandbox"] = sandbox
     specs = [EpisodeSpec(p.id) for p in problems]
-    stats = EpisodeStats()
-    all_trajs: list[Trajectory] = []
+    store = None
+    done: dict[Any, Trajectory] = {}
+    if store_dir is not None:
+        from agents.episode_store import EpisodeStore
+
+        identity = {**config.identity(), "env_id": env_id, "split": env_kwargs.get("split"),
+                    "policy_name": policy_name, "verifier": _verifier_name(verifier),
+                    "problem_ids": [p.id for p in problems]}
+        store = EpisodeStore(store_dir, identity)
+        done = store.load()  # keyed (problem_id, repeat): a repeat's trajectories carry it as sample_index
+    stats = EpisodeStats(resumed_episodes=len(done))
     selector = config.selector  # what the select functions carry (to Ray actors too)
     with contextlib.ExitStack() as stack:
         if config.ray is not None:
@@ -198,26 +242,41 @@ def best_of_n(
             policy = policy.build()
         for r in range(config.repeats):
             rseed = derive_seed(config.seed, "repeat", r)
+            # the episodes of this repeat still to play, with their indices in the whole repeat
+            todo = [(i, spec) for i, spec in enumerate(specs) if (spec.problem_id, r) not in done]
+            if not todo:
+                continue
 
             def select(c: Candidates, rseed: int = rseed) -> int:
                 return pick(selector, c, random.Random(derive_seed(rseed, "pick", c.episode, c.turn)))
+
+            def finished(tr: Trajectory, r: int = r) -> None:
+                tr.sample_index = r
+                done[(tr.problem_id, r)] = tr
+                if store is not None:
+                    store.add(tr)
 
             play = dict(
                 sampling=lambda t, rseed=rseed, make=config.sampling: make(derive_seed(rseed, "turn", t)),
                 n=config.n, select=select if config.n > 1 else None,
                 score_fn=score_fn if config.n > 1 and config.selector in ("pt+lv", "lv") else None,
-                stats=stats, env_id=env_id, seed=rseed, sampling_record=asdict(config.sampling(rseed)),
-                policy_name=policy_name, progress=config.progress,
+                max_live=config.max_live, on_done=finished,
+                on_round=None if store is None else (lambda _: store.maybe_flush()),
+                stats=stats, env_id=env_id, seed=rseed, sampling_record=_record(config.sampling(rseed)),
+                policy_name=policy_name, progress=config.progress, progress_total=len(specs),
                 progress_desc=f"episodes (N={config.n}, {config.selector})",
             )
-            if config.ray is not None:
-                trajs = runner.play(env_id, env_kwargs, specs, **play)
-            else:
-                trajs = play_episodes(policy, lambda: gym.make(env_id, disable_env_checker=True, **env_kwargs),
-                                      specs, **play)
-            for tr in trajs:
-                tr.sample_index = r
-            all_trajs.extend(trajs)
+            ids, pending = [i for i, _ in todo], [spec for _, spec in todo]
+            try:
+                if config.ray is not None:
+                    runner.play(env_id, env_kwargs, pending, episode_ids=ids, **play)
+                else:
+                    play_episodes(policy, lambda: gym.make(env_id, disable_env_checker=True, **env_kwargs),
+                                  pending, episode_ids=ids, **play)
+            finally:
+                if store is not None:
+                    store.flush()
+    all_trajs = [done[(spec.problem_id, r)] for r in range(config.repeats) for spec in specs]
     per_problem: dict[str, float] = {}
     counts: dict[str, int] = {}
     for tr in all_trajs:

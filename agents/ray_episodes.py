@@ -304,6 +304,7 @@ class RayEpisodes:
         progress: bool = False,
         progress_total: int | None = None,
         progress_desc: str = "episodes",
+        episode_ids: Sequence[int] | None = None,
         **play_kwargs: Any,
     ) -> list[Trajectory]:
         """Play one episode per spec on the actors; returns the trajectories in spec order.
@@ -319,6 +320,9 @@ class RayEpisodes:
                 whole cluster's).
             policy_name: recorded in every trajectory (default: the first actor's policy name).
             progress, progress_total, progress_desc: a progress bar of finished episodes.
+            episode_ids: each spec's episode index in the whole run (default: its position), as
+                selectors and policies see it: a resumed run that plays only the missing episodes
+                keeps their indices, and so their picks.
             play_kwargs: :func:`agents.episodes.play_episodes` arguments (``sampling``, ``n``,
                 ``select``, ``score_fn``, ``max_live``, ``env_id``, ``seed``,
                 ``sampling_record``), sent to the actors (they must pickle).
@@ -332,7 +336,7 @@ class RayEpisodes:
         if "sandbox" in env_kwargs:
             raise ValueError("env_kwargs must not set 'sandbox': each episode actor uses its own "
                              "(RayEpisodesConfig.sandbox)")
-        for key in ("on_turn", "episode_ids", "progress"):
+        for key in ("on_turn", "progress"):
             if key in play_kwargs:
                 raise ValueError(f"play does not take {key!r} (it runs in the actors)")
         ray = self._ray
@@ -343,6 +347,9 @@ class RayEpisodes:
         task_ref = ray.put(_Task(env_id, dict(env_kwargs), play_kwargs))
         size = self.config.chunk_size
         chunks = [list(range(i, min(i + size, len(specs)))) for i in range(0, len(specs), size)]
+        ids = list(range(len(specs))) if episode_ids is None else [int(i) for i in episode_ids]
+        if len(ids) != len(specs):
+            raise ValueError(f"episode_ids has {len(ids)} entries for {len(specs)} specs")
         done: list[Trajectory | None] = [None] * len(specs)
         bar = None
         if progress:
@@ -353,7 +360,7 @@ class RayEpisodes:
 
         def submit(slot: ActorSlot, chunk: int) -> Any:
             self.stats["chunks"] += 1
-            return slot.handle.play.remote([task_ref], [specs[i] for i in chunks[chunk]], chunks[chunk])
+            return slot.handle.play.remote([task_ref], [specs[i] for i in chunks[chunk]], [ids[i] for i in chunks[chunk]])
 
         def on_result(chunk: int, value: tuple[list[Trajectory], EpisodeStats]) -> None:
             trajs, chunk_stats = value

@@ -13,13 +13,10 @@ At the end all shards are consolidated into one Hugging Face ``datasets`` Parque
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import time
-import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +24,9 @@ from agents.backends.spec import PolicySpec
 from agents.episodes import EpisodeSpec, EpisodeStats, derive_seed, play_episodes
 from agents.policy import Policy, SamplingParams
 from agents.ray_episodes import RayEpisodesConfig
-from agents.records import Trajectory, TurnRecord
-from mucode_env.atomic import atomic_dir, atomic_path, write_json_atomic, write_text_atomic
+from agents.episode_store import EpisodeStore, load_trajectories, trajectory_features, write_trajectories
+from agents.records import Trajectory
+from mucode_env.atomic import write_json_atomic
 
 __all__ = [
     "RolloutConfig",
@@ -43,10 +41,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _MANIFEST = "rollout.json"
-_SHARDS = "shards"
 _FINAL = "trajectories"
-# Fields whose change makes old episodes incomparable with new ones (resume refuses them).
-_IDENTITY_FIELDS = ("env_id", "split", "max_turns", "seed", "sampling", "env_kwargs")
 
 
 @dataclass(frozen=True)
@@ -185,8 +180,11 @@ def run_rollouts(policy: Policy | PolicySpec, config: RolloutConfig,
     problems = env_problems(config.env_id, split=config.split, problem_ids=config.problem_ids, limit=config.limit,
                             data_dir=env_kw.get("data_dir"))
     out = Path(out_dir) if out_dir is not None else None
+    store = None
     if out is not None:
-        _check_manifest(out, config, policy)
+        store = EpisodeStore(out, config.identity(), shard_size=config.shard_size, interval_s=config.shard_interval_s,
+                             manifest=_MANIFEST,
+                             extra={"policy_name": str(getattr(policy, "name", type(policy).__name__))})
     env_kw["max_turns"] = config.max_turns
     if config.split is not None:
         env_kw["split"] = config.split
@@ -195,24 +193,22 @@ def run_rollouts(policy: Policy | PolicySpec, config: RolloutConfig,
     order = {pid: i for i, pid in enumerate(problem_ids)}
 
     done: dict[tuple[str, int], Trajectory] = {}
-    if out is not None:
+    if store is not None:
         wanted = {(pid, j) for pid in problem_ids for j in range(config.n)}
-        for traj in _read_shards(out / _SHARDS):
-            key = (traj.problem_id, traj.sample_index)
-            if key in wanted:
-                done.setdefault(key, traj)
+        done = {key: traj for key, traj in store.load().items() if key in wanted}
     pending = [EpisodeSpec(pid, j) for pid in problem_ids for j in range(config.n) if (pid, j) not in done]
     stats = EpisodeStats(resumed_episodes=len(done))
-    writer = _ShardWriter(out / _SHARDS if out is not None else None, config.shard_size, config.shard_interval_s)
 
     def finished(traj: Trajectory) -> None:
         done[(traj.problem_id, traj.sample_index)] = traj
-        writer.add(traj)
+        if store is not None:
+            store.add(traj)
 
     sampling, seed = replace(config.sampling, n=1), config.seed  # what the sampling function carries to actors
     play = dict(
         sampling=lambda call: replace(sampling, seed=derive_seed("rollout", seed, call)),
-        max_live=config.max_live_episodes, on_done=finished, on_round=lambda _: writer.maybe_flush(),
+        max_live=config.max_live_episodes, on_done=finished,
+        on_round=lambda _: store.maybe_flush() if store is not None else None,
         stats=stats, env_id=config.env_id, seed=config.seed, sampling_record=_jsonable(asdict(config.sampling)),
         progress=config.progress, progress_total=len(problem_ids) * config.n,
         progress_desc=f"rollouts {config.env_id}",
@@ -228,7 +224,8 @@ def run_rollouts(policy: Policy | PolicySpec, config: RolloutConfig,
             local = policy.build() if isinstance(policy, PolicySpec) else policy
             play_episodes(local, lambda: gym.make(config.env_id, disable_env_checker=True, **env_kw), pending, **play)
     finally:
-        writer.flush()
+        if store is not None:
+            store.flush()
     log.info(
         "rollouts: %d new episodes (%d resumed) in %.1f s: %.1f tokens/s, %.1f executions/s, %.1f episodes/min",
         stats.episodes, stats.resumed_episodes, stats.wall_s, stats.tokens_per_s, stats.executions_per_s,
@@ -249,153 +246,3 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return repr(value)
-
-
-# ---- storage -------------------------------------------------------------------------------------
-def _check_manifest(out: Path, config: RolloutConfig, policy: Policy) -> None:
-    manifest = out / _MANIFEST
-    identity = config.identity()
-    if manifest.is_file():
-        old = json.loads(manifest.read_text())
-        diffs = [k for k in _IDENTITY_FIELDS if old.get("identity", {}).get(k) != identity.get(k)]
-        if diffs:
-            raise ValueError(
-                f"{out} holds rollouts made with a different configuration ({', '.join(diffs)} differ: "
-                f"stored {[old.get('identity', {}).get(k) for k in diffs]}, now {[identity.get(k) for k in diffs]}); "
-                "use another output directory or delete it"
-            )
-        return
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(manifest, json.dumps({
-        "identity": identity,
-        "policy_name": str(getattr(policy, "name", type(policy).__name__)),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }, indent=2))
-
-
-_SIMPLE_TYPES = {"str": "string", "bool": "bool", "int": "int64", "float": "float64"}
-
-
-def trajectory_features():
-    """The ``datasets.Features`` of a trajectory row, derived from the record dataclasses.
-
-    Returns ``None`` when a field has a type this mapping does not know (then Arrow infers it).
-    """
-    import datasets
-
-    list_type = getattr(datasets, "List", None) or datasets.Sequence
-
-    def simple(annotation: str):
-        if annotation in _SIMPLE_TYPES:
-            return datasets.Value(_SIMPLE_TYPES[annotation])
-        if annotation == "tuple[str, ...]":
-            return list_type(datasets.Value("string"))
-        return None
-
-    turn = {f.name: simple(str(f.type)) for f in fields(TurnRecord)}
-    sampling = {f.name: simple(str(f.type)) for f in fields(SamplingParams)}
-    row: dict[str, Any] = {}
-    for f in fields(Trajectory):
-        if f.name == "turns":
-            row[f.name] = list_type(turn)
-        elif f.name == "sampling":
-            row[f.name] = sampling
-        else:
-            row[f.name] = simple(str(f.type))
-    flat = list(turn.values()) + list(sampling.values()) + [v for k, v in row.items() if k not in ("turns", "sampling")]
-    if any(v is None for v in flat):
-        return None
-    return datasets.Features(row)
-
-
-def _write_parquet(rows: list[dict[str, Any]], path: Path) -> None:
-    import datasets
-
-    features = trajectory_features()
-    if features is not None and rows and set(rows[0]["sampling"]) != set(features["sampling"]):
-        features = None  # a caller-defined sampling dict: let Arrow infer
-    import pyarrow.parquet as pq
-
-    ds = datasets.Dataset.from_list(rows, features=features)
-    pq.write_table(ds.data.table, str(path))  # the schema carries the datasets features metadata
-
-
-def write_trajectories(trajectories: Sequence[Trajectory], path: str | os.PathLike) -> Path:
-    """Write trajectories as a ``datasets`` Parquet table in directory ``path``, atomically.
-
-    The table is written into a temporary sibling directory that then replaces ``path``. Load it
-    with :func:`load_trajectories` or ``datasets.load_dataset("parquet", data_dir=path)``.
-    """
-    path = Path(path)
-    rows = [t.to_row() for t in trajectories]
-    with atomic_dir(path) as tmp:
-        _write_parquet(rows, tmp / "data-00000-of-00001.parquet")
-    return path
-
-
-def load_trajectories(path: str | os.PathLike) -> list[Trajectory]:
-    """Read trajectories from a rollout directory, its ``trajectories/`` table, or Parquet files."""
-    import pyarrow.parquet as pq
-
-    path = Path(path)
-    if (path / _FINAL).is_dir():
-        path = path / _FINAL
-    files = [path] if path.is_file() else sorted(p for p in path.glob("*.parquet") if not p.name.startswith("."))
-    if not files:
-        raise FileNotFoundError(f"no trajectories (*.parquet) under {path}")
-    out: list[Trajectory] = []
-    for file in files:
-        out.extend(_from_row(row) for row in pq.read_table(file).to_pylist())
-    return out
-
-
-def _from_row(row: dict[str, Any]) -> Trajectory:
-    row = dict(row)
-    known = {f.name for f in fields(Trajectory)}
-    row = {k: v for k, v in row.items() if k in known}
-    turn_known = {f.name for f in fields(TurnRecord)}
-    row["turns"] = [{k: v for k, v in t.items() if k in turn_known} for t in row["turns"]]
-    return Trajectory.from_row(row)
-
-
-def _read_shards(shard_dir: Path) -> list[Trajectory]:
-    if not shard_dir.is_dir():
-        return []
-    for stale in shard_dir.glob(".*.tmp"):
-        stale.unlink(missing_ok=True)
-    return [t for f in sorted(shard_dir.glob("shard-*.parquet")) for t in load_trajectories(f)]
-
-
-class _ShardWriter:
-    """Buffers finished episodes and writes them as atomically renamed Parquet shards."""
-
-    def __init__(self, shard_dir: Path | None, shard_size: int, interval_s: float) -> None:
-        self.shard_dir = shard_dir
-        self.shard_size = shard_size
-        self.interval_s = interval_s
-        self.oldest = 0.0
-        self.buffer: list[Trajectory] = []
-        self.run_id = f"{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:8]}"
-        self.count = 0
-
-    def add(self, traj: Trajectory) -> None:
-        if self.shard_dir is None:
-            return
-        if not self.buffer:
-            self.oldest = time.monotonic()
-        self.buffer.append(traj)
-        self.maybe_flush()
-
-    def maybe_flush(self) -> None:
-        if self.buffer and (len(self.buffer) >= self.shard_size or time.monotonic() - self.oldest >= self.interval_s):
-            self.flush()
-
-    def flush(self) -> None:
-        if self.shard_dir is None or not self.buffer:
-            return
-        self.shard_dir.mkdir(parents=True, exist_ok=True)
-        name = f"shard-{self.run_id}-{self.count:05d}.parquet"
-        with atomic_path(self.shard_dir / name) as tmp:
-            _write_parquet([t.to_row() for t in self.buffer], tmp)
-        self.count += 1
-        self.buffer = []

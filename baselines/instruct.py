@@ -96,23 +96,27 @@ class InstructConfig:
 
 
 def bon_config(setting: EvalSetting, *, temperature: float = 0.7, max_new_tokens: int = 1000, repeats: int = 1,
-               seed: int = 0, has_verifier: bool = True, progress: bool = True, ray: Any = None):
+               seed: int = 0, has_verifier: bool = True, progress: bool = True, ray: Any = None,
+               max_live: int | None = None):
     """The :class:`agents.bon.BoNConfig` of ``setting``; without a verifier PT+LV/LV become PT."""
     from agents.bon import BoNConfig
 
     selector = setting.selector if (has_verifier or not setting.needs_verifier) else "pt"
     return BoNConfig(n=setting.n, selector=selector, max_turns=setting.max_turns, temperature=temperature,
-                     max_new_tokens=max_new_tokens, repeats=repeats, seed=seed, progress=progress, ray=ray)
+                     max_new_tokens=max_new_tokens, repeats=repeats, seed=seed, progress=progress, ray=ray,
+                     max_live=max_live)
 
 
 def evaluate_setting(policy: Any, env_id: str, setting: EvalSetting, *, verifier: Any = None,
                      problem_ids: Sequence[str] | None = None, temperature: float = 0.7, max_new_tokens: int = 1000,
                      repeats: int = 1, seed: int = 0, policy_name: str = "", progress: bool = True, sandbox: Any = None,
-                     ray: Any = None, **env_kwargs: Any):
+                     ray: Any = None, max_live: int | None = None, store_dir: Any = None, **env_kwargs: Any):
     """Run ``policy`` in ``setting`` on ``env_id`` (multi-turn BoN with the shared engine).
 
     ``ray``: an :class:`agents.ray_episodes.RayEpisodesConfig` to play the episodes on Ray actors
     (then ``policy`` is a :class:`agents.backends.PolicySpec` or a picklable policy).
+    ``max_live`` / ``store_dir``: episodes in flight and where finished ones are saved so that an
+    interrupted evaluation resumes (:func:`agents.bon.best_of_n`).
 
     Returns:
         The :class:`agents.bon.BoNResult`; ``result.config["selector"]`` is the selector actually
@@ -121,9 +125,10 @@ def evaluate_setting(policy: Any, env_id: str, setting: EvalSetting, *, verifier
     from agents.bon import best_of_n
 
     cfg = bon_config(setting, temperature=temperature, max_new_tokens=max_new_tokens, repeats=repeats, seed=seed,
-                     has_verifier=verifier is not None, progress=progress, ray=ray)
+                     has_verifier=verifier is not None, progress=progress, ray=ray, max_live=max_live)
     return best_of_n(policy, env_id, cfg, verifier=verifier if cfg.needs_verifier else None,
-                     problem_ids=problem_ids, policy_name=policy_name, sandbox=sandbox, **env_kwargs)
+                     problem_ids=problem_ids, policy_name=policy_name, sandbox=sandbox, store_dir=store_dir,
+                     **env_kwargs)
 
 
 def evaluate_instruct(config: InstructConfig, env_id: str, *, policy: Any = None,

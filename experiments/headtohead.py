@@ -54,6 +54,13 @@ class HeadToHeadConfig:
         bon_n / temperature / seed: the evaluation budget shared by every method.
         discordance_prior: the share of problems two methods disagree on, before any was measured
             (for the power analysis; measured cells replace it).
+        backend_kwargs: the vLLM server's settings. Its dtype is pinned to float32: parts run
+            in different sessions land on different machines, and ``dtype="auto"`` serves bfloat16
+            only where the CPU computes it, which changes greedy texts; float32 runs everywhere, so
+            every cell is computed the same way wherever it ran (slower on a bf16 CPU, where bf16
+            would be about 2x faster).
+        max_live_episodes: episodes in flight per evaluation cell; finished ones are saved under
+            ``work_dir/episodes`` as they finish, so a part stopped mid-cell resumes there.
     """
 
     results_dir: str = "results/headtohead"
@@ -69,7 +76,8 @@ class HeadToHeadConfig:
     temperature: float = 0.7
     seed: int = 0
     discordance_prior: float = 0.15
-    backend_kwargs: dict = field(default_factory=lambda: {"vllm": {"omp_threads": 2}})
+    backend_kwargs: dict = field(default_factory=lambda: {"vllm": {"omp_threads": 2, "dtype": "float32"}})
+    max_live_episodes: int = 64
 
     @property
     def episodes_per_iteration(self) -> int:
@@ -104,6 +112,7 @@ class HeadToHeadConfig:
             seed=self.seed, base_model=self.generator, base_backend=self.backend,
             finetuned_backend=self.backend, verifier=self.mucode_verifier(), train=train,
             train_preset=str(self.train_preset()), backend_kwargs=self.backend_kwargs,
+            episodes_dir=str(Path(self.work_dir) / "episodes"), max_live_episodes=self.max_live_episodes,
             ppo_overrides={"limit": self.train_problems, "episodes_per_update": 16,
                            "total_updates": max(1, matched // 16), "max_new_tokens": self.max_new_tokens,
                            "learning_rate": 1e-5, "gradient_checkpointing": True, "device": "cpu"},

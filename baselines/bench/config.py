@@ -93,6 +93,13 @@ class BenchConfig:
         n_bootstrap: resamples of the paired bootstrap.
         backend_kwargs: backend name -> extra ``make_policy`` kwargs.
         progress: tqdm bars.
+        episodes_dir: where each cell's finished episodes are saved while it runs (default
+            ``run_dir/episodes``), so that a killed run resumes its unfinished cell where it
+            stopped (:func:`agents.bon.best_of_n`'s ``store_dir``); a finished cell's episodes stay
+            there (the texts behind its scores).
+        max_live_episodes: episodes in flight per cell (None: all at once, in lock-step; a bound
+            saves episodes as they finish). Results do not depend on it for policies that take
+            per-episode seeds (every shipped backend).
         ray: play the evaluation episodes (and, with ``train``, the µCODE/RFT rollout and
             validation stages) on Ray actors (:class:`agents.ray_episodes.RayEpisodesConfig`):
             each actor builds its replica of the agent's generator and loads its verifier from
@@ -129,11 +136,15 @@ class BenchConfig:
     n_bootstrap: int = 2000
     backend_kwargs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     progress: bool = True
+    episodes_dir: str | None = None
+    max_live_episodes: int | None = None
     ray: RayEpisodesConfig | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.ray, Mapping):
             object.__setattr__(self, "ray", RayEpisodesConfig.from_dict(self.ray))
+        if self.max_live_episodes is not None and self.max_live_episodes < 1:
+            raise ValueError(f"max_live_episodes must be >= 1 or None, got {self.max_live_episodes}")
         for name in ("env_ids", "agents"):
             value = getattr(self, name)
             if isinstance(value, str):
@@ -164,6 +175,11 @@ class BenchConfig:
     def train_root(self) -> Path:
         """The directory of trained agents' runs."""
         return Path(self.train_dir) if self.train_dir is not None else Path(self.run_dir) / "train"
+
+    @property
+    def episodes_root(self) -> Path:
+        """The directory of the cells' saved episodes."""
+        return Path(self.episodes_dir) if self.episodes_dir is not None else Path(self.run_dir) / "episodes"
 
     @property
     def settings(self) -> tuple[EvalSetting, ...]:

@@ -169,11 +169,13 @@ class _DefaultEvaluator:
             env_kwargs["split"] = config.split
         if config.data_dir is not None:
             env_kwargs["data_dir"] = config.data_dir
+        # the cell's finished episodes are saved as they finish: a killed run resumes the cell
+        store = config.episodes_root / env_id / CellKey(spec.name, setting, env_id).slug
         res = evaluate_setting(self._policy, env_id, setting, verifier=verifier,
                                problem_ids=self.problem_ids(env_id, config), temperature=config.temperature,
                                max_new_tokens=config.max_new_tokens, repeats=config.repeats, seed=config.seed,
                                policy_name=f"{spec.name}:{spec.model}", progress=config.progress, ray=config.ray,
-                               **env_kwargs)
+                               max_live=config.max_live_episodes, store_dir=store, **env_kwargs)
         return {"per_problem": dict(res.per_problem), "accuracy_by_turn": list(res.accuracy_by_turn),
                 "selector_used": res.config.get("selector", setting.selector), "stats": dict(res.stats),
                 "precision": getattr(self._policy, "precision", None)}
@@ -195,6 +197,41 @@ def _finish_cell(key: CellKey, spec: AgentSpec, raw: Mapping[str, Any], config: 
         # different machines are only comparable in the same precision
         "precision": raw.get("precision"),
     }
+
+
+def _single_turn_sources(cells: list[CellKey]) -> dict[CellKey, CellKey]:
+    """Single-turn greedy cells -> the same agent's multi-turn greedy cell on the same benchmark.
+
+    Greedy decoding makes an episode's first turn the same whatever T is (the first prompt does not
+    depend on it), so the single-turn cell is read from the multi-turn cell's saved first turns
+    instead of being generated again: a quarter of the greedy generation saved, and the two rows
+    then differ only by what turns 2..T added, not by the run-to-run noise of batched inference."""
+    out = {}
+    for key in cells:
+        if key.setting.max_turns == 1 and key.setting.n == 1:
+            source = next((k for k in cells if k.agent == key.agent and k.env_id == key.env_id
+                           and k.setting.n == 1 and k.setting.max_turns > 1), None)
+            if source is not None:
+                out[key] = source
+    return out
+
+
+def _first_turns(store: Path, source: Mapping[str, Any]) -> dict[str, Any]:
+    """A single-turn greedy result from the saved episodes of a multi-turn greedy cell: each
+    problem's score is its first turn's oracle (averaged over repeats)."""
+    from agents.episode_store import EpisodeStore
+
+    episodes = EpisodeStore.read(store)
+    scores: dict[str, list[float]] = {}
+    for traj in episodes:
+        scores.setdefault(traj.problem_id, []).append(traj.turns[0].reward if traj.turns else 0.0)
+    if set(scores) != set(source["per_problem"]):
+        raise RuntimeError(f"{store} holds episodes of {len(scores)} problems, its cell {len(source['per_problem'])}: "
+                           "delete the multi-turn cell to run it again")
+    per_problem = {pid: sum(v) / len(v) for pid, v in scores.items()}
+    return {"per_problem": per_problem, "accuracy_by_turn": [sum(per_problem.values()) / len(per_problem)],
+            "selector_used": "greedy", "precision": source.get("precision"),
+            "stats": {"derived_from": source["setting"]["name"], "episodes": len(episodes)}}
 
 
 def run_bench(config: BenchConfig, *, evaluate_fn: EvaluateFn | None = None,
@@ -226,23 +263,31 @@ def run_bench(config: BenchConfig, *, evaluate_fn: EvaluateFn | None = None,
                 f"agent(s) {', '.join(missing)} need checkpoints: pass checkpoints={{agent: PATH}} "
                 f"(CLI: --checkpoint AGENT=PATH, a generator or a training run directory) or set train=True (--train)")
     specs: dict[str, AgentSpec] = {}
-    results = []
-    bar = tqdm(cells, desc="bench", unit="cell", disable=not config.progress)
+    sources = _single_turn_sources(cells) if evaluate_fn is None else {}
+    # a single-turn greedy cell comes after the multi-turn greedy cell it is read from
+    todo = sorted(cells, key=lambda k: (cells.index(sources[k]) + 0.5) if k in sources else cells.index(k))
+    done: dict[CellKey, dict] = {}
+    bar = tqdm(todo, desc="bench", unit="cell", disable=not config.progress)
     for key in bar:
         path = cell_path(run_dir, key)
         bar.set_postfix_str(f"{key.agent} {key.setting.name} {key.env_id}")
         if path.is_file():
-            results.append(json.loads(path.read_text()))
+            done[key] = json.loads(path.read_text())
             continue
         if key.agent not in specs:
             if hasattr(evaluate, "close"):
                 evaluate.close()  # one heavy thing at a time: no generation server while an agent trains
             specs[key.agent] = resolve_agent(key.agent, config, train_fn)
         t0 = time.perf_counter()
-        raw = evaluate(specs[key.agent], key.setting, key.env_id, config)
+        episodes = config.episodes_root / key.env_id / sources[key].slug if key in sources else None
+        if episodes is not None and (episodes / "shards").is_dir():
+            raw = _first_turns(episodes, done[sources[key]])
+        else:  # no saved episodes to read (a cell made before they were kept): generate
+            raw = evaluate(specs[key.agent], key.setting, key.env_id, config)
         cell = _finish_cell(key, specs[key.agent], raw, config, time.perf_counter() - t0)
         write_json_atomic(path, cell, default=str)
-        results.append(cell)
+        done[key] = cell
+    results = [done[k] for k in cells]
     bar.close()
     if hasattr(evaluate, "close"):
         evaluate.close()

@@ -104,3 +104,93 @@ def test_accuracy_by_turn_averages_repeats_per_problem():
     rewards = [[0.0, 1.0], [0.0, 0.0, 0.0], [1.0]]
     assert accuracy_by_turn(rewards, 3, problem_ids=["A", "A", "B"]) == [0.5, 0.75, 0.75]
     assert accuracy_by_turn(rewards, 3) == [1 / 3, 2 / 3, 2 / 3]  # per episode
+
+
+# ---- a stored evaluation resumes ------------------------------------------------------------------
+RESUME_IDS = ("MBPP/11", "MBPP/12", "MBPP/13", "MBPP/14", "MBPP/15", "MBPP/16")
+
+
+class _Killed(Exception):
+    pass
+
+
+class _DiesAfter:
+    """Wraps a policy; its ``calls``-th generate call raises, as a killed run stops."""
+
+    name = "seeded-scripted"
+
+    def __init__(self, policy, calls):
+        self.policy, self.calls = policy, calls
+
+    def generate(self, chats, params, seeds=None):
+        self.calls -= 1
+        if self.calls < 0:
+            raise _Killed
+        return self.policy.generate(chats, params, seeds=seeds)
+
+
+def _picks(res):
+    return [(t.problem_id, t.sample_index, [u.response for u in t.turns]) for t in res.trajectories]
+
+
+@pytest.fixture(scope="module")
+def resume_problems(data_dir):
+    from mucode_env.datasets import load_problems
+
+    ps = {p.id: p for p in load_problems("mbpp", "test", data_dir=str(data_dir))}
+    return [ps[i] for i in RESUME_IDS]
+
+
+def test_an_interrupted_stored_run_resumes_to_the_uninterrupted_result(resume_problems, data_dir, tmp_path):
+    from agents.episode_store import load_trajectories
+    from agents.scripted import SeededScriptedPolicy
+
+    # the random selector: its picks depend on each episode's index in the run, which a resumed
+    # run must keep
+    config = BoNConfig(n=3, selector="random", repeats=2, progress=False)
+    common = dict(problem_ids=RESUME_IDS, split="test", data_dir=str(data_dir),
+                  policy_name="seeded")
+    reference = best_of_n(SeededScriptedPolicy(resume_problems), "MuCode-MBPP-v0", config, **common)
+    assert any(len(t.turns) > 1 for t in reference.trajectories)  # feedback turns too
+
+    store = tmp_path / "cell"
+    bounded = BoNConfig(n=3, selector="random", repeats=2, progress=False, max_live=2)
+    with pytest.raises(_Killed):  # killed in the middle of the second repeat
+        best_of_n(_DiesAfter(SeededScriptedPolicy(resume_problems), 9), "MuCode-MBPP-v0", bounded,
+                  store_dir=store, **common)
+
+    kept = load_trajectories(store / "shards")
+    assert 0 < len(kept) < 2 * len(RESUME_IDS)  # some episodes were saved before the kill, not all
+    resumed = best_of_n(SeededScriptedPolicy(resume_problems), "MuCode-MBPP-v0", bounded, store_dir=store, **common)
+    assert resumed.stats["resumed_episodes"] == len(kept)
+    assert resumed.stats["episodes"] == 2 * len(RESUME_IDS) - len(kept)  # only the missing ones were played
+    assert _picks(resumed) == _picks(reference)  # same samples, same picks, same order
+    assert resumed.per_problem == reference.per_problem
+    assert resumed.accuracy_by_turn == reference.accuracy_by_turn
+    stored = load_trajectories(store / "shards")
+    assert sorted((t.problem_id, t.sample_index) for t in stored) == sorted(
+        (pid, r) for pid in RESUME_IDS for r in range(2))  # each episode saved exactly once
+
+    # a finished store is a complete answer: nothing is played again
+    again = best_of_n(_DiesAfter(SeededScriptedPolicy(resume_problems), 0), "MuCode-MBPP-v0", bounded,
+                      store_dir=store, **common)
+    assert _picks(again) == _picks(reference) and again.stats["episodes"] == 0
+
+
+def test_a_store_refuses_another_configuration(resume_problems, data_dir, tmp_path):
+    from agents.scripted import SeededScriptedPolicy
+
+    common = dict(problem_ids=RESUME_IDS[:2], split="test", data_dir=str(data_dir), store_dir=tmp_path / "cell")
+    best_of_n(SeededScriptedPolicy(resume_problems), "MuCode-MBPP-v0", BoNConfig(n=2, selector="pt", progress=False),
+              **common)
+    with pytest.raises(ValueError, match="different configuration.*temperature"):
+        best_of_n(SeededScriptedPolicy(resume_problems), "MuCode-MBPP-v0",
+                  BoNConfig(n=2, selector="pt", temperature=0.9, progress=False), **common)
+    with pytest.raises(ValueError, match="problem_ids"):
+        best_of_n(SeededScriptedPolicy(resume_problems), "MuCode-MBPP-v0", BoNConfig(n=2, selector="pt", progress=False),
+                  **{**common, "problem_ids": RESUME_IDS[:3]})
+    # how episodes are played is not part of the identity
+    best_of_n(SeededScriptedPolicy(resume_problems), "MuCode-MBPP-v0",
+              BoNConfig(n=2, selector="pt", progress=False, max_live=1), **common)
+    with pytest.raises(ValueError, match="max_live"):
+        BoNConfig(max_live=0)

@@ -4,6 +4,7 @@ changes nothing; a driver killed mid-run resumes from its shards with nothing lo
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -154,6 +155,34 @@ def test_best_of_n_on_ray_matches_the_local_path(cluster, problems, data_dir, se
     assert (remote.per_problem, remote.accuracy_by_turn) == (local.per_problem, local.accuracy_by_turn)
     assert remote.stats["verifier_programs"] == local.stats["verifier_programs"]
     assert (remote.stats["verifier_programs"] > 0) == (selector == "pt+lv")  # scored in the actors
+
+
+@pytest.mark.slow
+def test_a_stored_best_of_n_started_here_resumes_on_ray_with_the_same_picks(cluster, problems, data_dir, tmp_path):
+    from agents.bon import BoNConfig, best_of_n
+    from agents.episode_store import EpisodeStore
+
+    config = BoNConfig(n=3, selector="random", max_turns=3, seed=3, progress=False)
+    kwargs = dict(problem_ids=IDS, split="test", data_dir=str(data_dir), policy_name="seeded")
+    policy = SeededScriptedPolicy(problems)
+    local = best_of_n(policy, "MuCode-MBPP-v0", config, **kwargs)
+    # a run stopped after the first episodes of the list: the rest are played on Ray, where the
+    # random selector's picks depend on each episode's index in the whole run
+    store = tmp_path / "cell"
+    best_of_n(policy, "MuCode-MBPP-v0", config, store_dir=store, **kwargs)
+    shards = sorted((store / "shards").glob("*.parquet"))
+    kept = [t for t in local.trajectories if t.problem_id in IDS[:2]]
+    for shard in shards:
+        shard.unlink()
+    identity = json.loads((store / "manifest.json").read_text())["identity"]
+    writer = EpisodeStore(store, identity)  # the kept episodes, as the stopped run saved them
+    for traj in kept:
+        writer.add(traj)
+    writer.flush()
+    resumed = best_of_n(policy, "MuCode-MBPP-v0", replace(config, ray=SPREAD), store_dir=store, **kwargs)
+    assert resumed.stats["resumed_episodes"] == len(kept) and resumed.stats["episodes"] == len(IDS) - len(kept)
+    assert resumed.trajectories == local.trajectories
+    assert resumed.per_problem == local.per_problem
 
 
 @pytest.mark.slow

@@ -246,3 +246,81 @@ def test_rft_starts_from_mucodes_iteration_one_and_runs_live_in_train_dir(tmp_pa
     monkeypatch.setattr(rft.RFTTrainer, "train", lambda self: seen.append((Path(self.config.run_dir) / "iter1").exists()))
     bench_run._train_agent("rft", unshared, unshared.train_root / "rft")
     assert seen == [False]  # no µCODE run in that train_dir: nothing to share
+
+
+def test_a_killed_bench_resumes_its_unfinished_cell_with_the_same_result(tmp_path, data_dir, monkeypatch):
+    import agents.backends
+    from agents.episode_store import load_trajectories
+    from agents.scripted import SeededScriptedPolicy
+    from mucode_env.datasets import load_problems
+
+    problems = load_problems("mbpp", "test", data_dir=str(data_dir))[:6]
+
+    class DiesAfter(SeededScriptedPolicy):
+        """Raises on its ``calls``-th generate call, as a killed run stops; counts its calls."""
+
+        def __init__(self, calls):
+            super().__init__(problems)
+            self.calls, self.made = calls, 0
+
+        def generate(self, chats, params, seeds=None):
+            if self.made == self.calls:
+                raise KeyboardInterrupt
+            self.made += 1
+            return super().generate(chats, params, seeds=seeds)
+
+    def bench(run_dir, calls):
+        policy = DiesAfter(calls)
+        monkeypatch.setattr(agents.backends, "make_policy", lambda backend, model, **kw: policy)
+        cfg = BenchConfig(run_dir=str(run_dir), agents=("instruct",), limit=6, data_dir=str(data_dir), max_turns=3,
+                          bon_n=3, max_new_tokens=16, progress=False, n_bootstrap=200, max_live_episodes=2)
+        return policy, run_bench(cfg)
+
+    policy, whole = bench(tmp_path / "whole", -1)
+    bon_calls = whole["cells"][-1]["stats"]["generation_calls"]
+    with pytest.raises(KeyboardInterrupt):  # killed inside the last cell (BoN), after the first two
+        bench(tmp_path / "killed", policy.made - bon_calls // 2)
+    cfg = BenchConfig(run_dir=str(tmp_path / "killed"), agents=("instruct",))
+    assert len(sorted((tmp_path / "killed" / "results").rglob("*.json"))) == 2
+    partial = cfg.episodes_root / "MuCode-MBPP-v0" / "instruct__T3_N3_ptlv"
+    saved = load_trajectories(partial / "shards")
+    assert 0 < len(saved) < 6
+    _, resumed = bench(tmp_path / "killed", -1)
+    strip = lambda c: {k: v for k, v in c.items() if k not in ("seconds", "stats")}
+    assert [strip(c) for c in resumed["cells"]] == [strip(c) for c in whole["cells"]]
+    assert resumed["cells"][-1]["stats"]["resumed_episodes"] == len(saved)
+
+
+def test_the_single_turn_greedy_cell_is_read_from_the_multi_turn_cells_first_turns(tmp_path, data_dir, monkeypatch):
+    import shutil
+
+    import agents.backends
+    from agents.scripted import SeededScriptedPolicy
+    from baselines.instruct import EvalSetting, evaluate_setting
+    from mucode_env.datasets import load_problems
+
+    problems = load_problems("mbpp", "test", data_dir=str(data_dir))[:8]
+    policy = SeededScriptedPolicy(problems)
+    calls = []
+    generate = policy.generate
+    policy.generate = lambda chats, params, seeds=None: calls.append(len(chats)) or generate(chats, params, seeds)
+    monkeypatch.setattr(agents.backends, "make_policy", lambda backend, model, **kw: policy)
+    cfg = BenchConfig(run_dir=str(tmp_path / "b"), agents=("instruct",), limit=8, data_dir=str(data_dir), max_turns=3,
+                      bon_n=1, max_new_tokens=16, progress=False, n_bootstrap=200)
+    single, multi = run_bench(cfg)["cells"]
+    assert single["setting"]["name"] == "single-turn" and multi["setting"]["name"] == "multi-turn"
+    assert single["stats"]["derived_from"] == "multi-turn"
+    assert sum(calls) == multi["stats"]["generations"]  # nothing generated for the single-turn cell
+    direct = evaluate_setting(SeededScriptedPolicy(problems), "MuCode-MBPP-v0", EvalSetting("single-turn", 1, 1),
+                              problem_ids=[p.id for p in problems], split="test", data_dir=str(data_dir),
+                              progress=False)
+    assert single["per_problem"] == direct.per_problem  # what generating it would have given
+    assert single["accuracy_by_turn"] == [multi["accuracy_by_turn"][0]]
+    assert 0 < single["accuracy"] < multi["accuracy"]  # turns 2-3 fixed some
+    # without the multi-turn cell's saved episodes (a cell made before they were kept) it is generated
+    shutil.rmtree(cfg.episodes_root)
+    (tmp_path / "b" / "results" / "MuCode-MBPP-v0" / "instruct__T1_N1_greedy.json").unlink()
+    calls.clear()
+    again = run_bench(cfg)["cells"][0]
+    assert "derived_from" not in again["stats"] and sum(calls) == len(problems)
+    assert again["per_problem"] == single["per_problem"]
