@@ -208,6 +208,11 @@ class _Progress:
             self.bar.set_postfix_str(f"round {self.turn + 1}: {self.turn_done}/{self.turn_total} generations, "
                                      f"{self.turn_tokens} tokens")
 
+    def in_flight(self, generations: int, tokens: int) -> None:
+        """Continuous play: generations in flight now, tokens generated so far."""
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"{generations} generations in flight, {tokens} tokens", refresh=False)
+
     def finished(self) -> None:
         if self.bar is not None:
             self.bar.update(1)
@@ -239,6 +244,7 @@ def play_episodes(
     progress_total: int | None = None,
     progress_desc: str = "episodes",
     episode_ids: Sequence[int] | None = None,
+    continuous: bool | None = None,
 ) -> list[Trajectory]:
     """Play one episode per spec and return the trajectories in spec order.
 
@@ -262,6 +268,15 @@ def play_episodes(
         episode_ids: the index of each spec's episode in the whole run (default: its position),
             as selectors, ``on_turn`` and policies see it: a part of a run played elsewhere keeps
             the indices, and so the picks, of the whole run.
+        continuous: play every live episode on its own thread, each sending its next turn as soon
+            as its last one was executed, instead of in rounds that wait for their longest
+            generation. For servers that batch requests as they come (vLLM, any OpenAI-compatible
+            one), whose batch then stays full instead of draining at the end of every round.
+            ``None`` (default): on when the policy says its ``generate`` may be called from many
+            threads at once (``concurrent_generate = True``), ``n == 1`` and ``max_live`` is set.
+            The trajectories are the same either way for policies that take ``seeds``; ``sampling``
+            is then called with the episode's turn index, and ``on_turn``/``on_done``/``on_round``
+            are called one at a time (``on_round`` after every turn).
 
     Raises:
         ValueError: ``n > 1`` without ``select``, or a policy that returns the wrong number of
@@ -286,6 +301,13 @@ def play_episodes(
     total = progress_total if progress_total is not None else len(specs)
     bar = _Progress(progress, total, total - len(specs), progress_desc)
     width = max_live or max(1, len(specs))
+    if continuous is None:
+        continuous = bool(getattr(policy, "concurrent_generate", False)) and n == 1 and max_live is not None
+    if continuous:
+        if n != 1:
+            raise ValueError("continuous play takes n == 1 (Best-of-N scores its candidates in rounds)")
+        return _play_continuous(policy, env_factory, specs, ids, width, sampling, keywords, stats, bar, record, name,
+                                env_id, seed, on_turn, on_done, on_round)
     done: list[Trajectory | None] = [None] * len(specs)
     queue = list(reversed(list(enumerate(specs))))
     free_envs: list[Any] = []
@@ -361,6 +383,128 @@ def play_episodes(
         for env in free_envs + [ep.env for ep in live]:
             env.close()
         stats.wall_s += time.perf_counter() - start
+    return done  # type: ignore[return-value]
+
+
+def _play_continuous(policy: Policy, env_factory: Callable[[], Any], specs: Sequence[EpisodeSpec], ids: list[int],
+                     width: int, sampling: Callable[[int], SamplingParams], keywords: set[str], stats: EpisodeStats,
+                     bar: "_Progress", record: dict[str, Any], name: str, env_id: str, seed: int,
+                     on_turn: Callable[[StepOutcome], None] | None, on_done: Callable[[Trajectory], None] | None,
+                     on_round: Callable[[EpisodeStats], None] | None) -> list[Trajectory]:
+    """:func:`play_episodes` with ``continuous``: ``width`` threads, each playing one episode at a
+    time, turn after turn. Shared state (queue, environments, stats, hooks) is touched under one
+    lock; the first error stops every thread after its current turn and is raised here."""
+    import threading
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+
+    from mucode_env import step_batch, to_messages
+
+    lock = threading.Lock()
+    queue = list(reversed(list(enumerate(specs))))
+    free_envs: list[Any] = []
+    all_envs: list[Any] = []
+    done: list[Trajectory | None] = [None] * len(specs)
+    stop = threading.Event()
+    in_flight = {"generations": 0, "tokens": 0}
+
+    def play_one(index: int, spec: EpisodeSpec, env: Any) -> None:
+        obs, _ = env.reset(options={"problem_id": spec.problem_id})
+        turns: list[TurnRecord] = []
+        while not stop.is_set():
+            params = sampling(len(turns))
+            if params.n != 1:
+                params = SamplingParams(**{**asdict(params), "n": 1})
+            extra: dict[str, Any] = {}
+            if "episodes" in keywords:
+                extra["episodes"] = [ids[index]]
+            if "seeds" in keywords:
+                extra["seeds"] = [episode_seed(seed, spec.problem_id, spec.sample_index, len(turns))]
+            with lock:
+                in_flight["generations"] += 1
+                bar.in_flight(in_flight["generations"], in_flight["tokens"])
+            gens = policy.generate([to_messages(obs)], params, **extra)
+            if len(gens) != 1 or len(gens[0]) != 1:
+                raise ValueError(f"policy {name} returned {[len(g) for g in gens]} generations for 1 chat with n=1")
+            g = gens[0][0]
+            t0 = time.perf_counter()
+            ((obs, reward, terminated, truncated, info),) = step_batch([env], [g.text])
+            executed = time.perf_counter() - t0
+            turns.append(TurnRecord(
+                response=g.text, code=info["code"], feedback=info["feedback"],
+                public_passed=bool(info["public_passed"]), private_passed=bool(info["private_passed"]),
+                status=str(info["status"]), prompt_tokens=int(g.prompt_tokens),
+                completion_tokens=int(g.completion_tokens),
+            ))
+            finished = terminated or truncated
+            with lock:
+                in_flight["generations"] -= 1
+                in_flight["tokens"] += int(g.completion_tokens)
+                stats.generation_calls += 1
+                stats.generations += 1
+                stats.prompt_tokens += int(g.prompt_tokens)
+                stats.completion_tokens += int(g.completion_tokens)
+                stats.execution_s += executed
+                stats.executions += int(bool(info["code"].strip()))
+                if on_turn is not None:
+                    on_turn(StepOutcome(ids[index], spec, g, obs, float(reward), bool(terminated), bool(truncated),
+                                        info))
+                if finished:
+                    traj = Trajectory(problem_id=spec.problem_id, env_id=env_id, prompt=obs["prompt"], turns=turns,
+                                      sample_index=spec.sample_index, seed=seed, sampling=dict(record),
+                                      policy_name=name)
+                    done[index] = traj
+                    stats.episodes += 1
+                    bar.finished()
+                    if on_done is not None:
+                        on_done(traj)
+                bar.in_flight(in_flight["generations"], in_flight["tokens"])
+                if on_round is not None:
+                    on_round(stats)
+            if finished:
+                return
+
+    def worker() -> None:
+        while not stop.is_set():
+            with lock:
+                if not queue:
+                    return
+                index, spec = queue.pop()
+                env = free_envs.pop() if free_envs else None
+            if env is None:
+                env = env_factory()
+                with lock:
+                    all_envs.append(env)
+            try:
+                play_one(index, spec, env)
+            finally:
+                with lock:
+                    free_envs.append(env)
+
+    start = time.perf_counter()
+    pool = ThreadPoolExecutor(max_workers=min(width, max(1, len(specs))), thread_name_prefix="mucode-episode")
+    complete = False
+    try:
+        futures = [pool.submit(worker) for _ in range(min(width, len(specs)))]
+        pending = set(futures)
+        while pending:  # short waits, so that Ctrl-C reaches this thread
+            _, pending = wait(pending, timeout=0.5, return_when=FIRST_EXCEPTION)
+            failed = [f for f in futures if f.done() and f.exception() is not None]
+            if failed:
+                raise failed[0].exception()  # type: ignore[misc]
+        complete = True
+    finally:
+        stop.set()
+        # After an error or Ctrl-C the threads still waiting for a generation are not waited for:
+        # they stop after it (at once when the caller then stops the server).
+        pool.shutdown(wait=complete, cancel_futures=True)
+        bar.close()
+        with lock:
+            for env in all_envs if complete else free_envs:
+                env.close()
+        elapsed = time.perf_counter() - start
+        # generation and execution overlap here: the generation time is the run's wall time
+        stats.generation_s += elapsed
+        stats.wall_s += elapsed
     return done  # type: ignore[return-value]
 
 

@@ -65,6 +65,9 @@ class RolloutConfig:
         shard_interval_s: also write a shard when finished episodes have waited this long, so an
             interrupted run loses at most ``shard_size`` episodes or this many seconds of work.
         progress: show a tqdm progress bar.
+        continuous: play each episode on as soon as its last turn ran instead of in rounds
+            (:func:`agents.episodes.play_episodes`; ``None``: where the policy allows it). Not part
+            of the run's identity: the episodes are the same either way.
         ray: play the episodes on Ray actors (:class:`agents.ray_episodes.RayEpisodesConfig`);
             None plays them here. Not part of the run's identity: a run started here may resume
             on a cluster and back, with the same results for policies that take per-episode
@@ -84,6 +87,7 @@ class RolloutConfig:
     shard_size: int = 32
     shard_interval_s: float = 60.0
     progress: bool = True
+    continuous: bool | None = None
     ray: RayEpisodesConfig | None = None
 
     def __post_init__(self) -> None:
@@ -210,7 +214,7 @@ def run_rollouts(policy: Policy | PolicySpec, config: RolloutConfig,
         max_live=config.max_live_episodes, on_done=finished,
         on_round=lambda _: store.maybe_flush() if store is not None else None,
         stats=stats, env_id=config.env_id, seed=config.seed, sampling_record=_jsonable(asdict(config.sampling)),
-        progress=config.progress, progress_total=len(problem_ids) * config.n,
+        progress=config.progress, progress_total=len(problem_ids) * config.n, continuous=config.continuous,
         progress_desc=f"rollouts {config.env_id}",
     )
     try:

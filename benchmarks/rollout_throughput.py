@@ -2,8 +2,9 @@
 several concurrencies, and optionally the transformers backend, on the same episodes.
 
 Every lane runs the same greedy rollouts (same environment, problems, turn limit, token budget and
-seed). A vLLM lane with concurrency c keeps c episodes in flight, so each turn's ``generate`` call
-sends up to c requests at once; all vLLM lanes share one server (its start-up and a warm-up request
+seed). A vLLM lane with concurrency c keeps c episodes in flight, either in rounds (each round's
+``generate`` call sends up to c requests at once and waits for the longest) or continuously (each
+episode sends its next turn as soon as its last one ran: ``--play``); all vLLM lanes share one server (its start-up and a warm-up request
 are the ``load s`` of the first). transformers and vLLM load the GGUF dequantised (converted once, then cached). Prints
 a Markdown table with tokens/s and episodes/min and their ratios to llama.cpp.
 
@@ -46,6 +47,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "(default: %(default)s)")
     p.add_argument("--concurrency", default="1,4,16",
                    help="vLLM lanes: episodes in flight, comma-separated (default: %(default)s)")
+    p.add_argument("--play", default="rounds,continuous",
+                   help="vLLM lanes: rounds and/or continuous play of the episodes in flight (default: %(default)s)")
     p.add_argument("--kv-cache-gib", type=int, default=4, help="vLLM KV cache in GiB (default: %(default)s)")
     p.add_argument("--max-model-len", type=int, default=4096, help="vLLM context length (default: %(default)s)")
     p.add_argument("--json", default=None, help="also write the numbers (and every lane's turn-1 texts) to this JSON file")
@@ -60,15 +63,18 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--concurrency must be comma-separated integers, got {args.concurrency!r}")
     if not args.concurrency_list or min(args.concurrency_list) < 1:
         p.error(f"--concurrency values must be >= 1, got {args.concurrency!r}")
+    args.play_list = [m.strip() for m in args.play.split(",") if m.strip()]
+    if not args.play_list or set(args.play_list) - {"rounds", "continuous"}:
+        p.error(f"--play takes rounds and/or continuous, got {args.play!r}")
     return args
 
 
-def rollout(policy, args: argparse.Namespace, live: int) -> dict:
+def rollout(policy, args: argparse.Namespace, live: int, continuous: bool | None = None) -> dict:
     """One greedy rollout of the configured episodes with ``live`` episodes in flight."""
     config = RolloutConfig(
         env_id=args.env, limit=args.limit, max_turns=args.turns, progress=False,
         sampling=SamplingParams(temperature=0.0, max_new_tokens=args.max_new_tokens),
-        max_live_episodes=live,
+        max_live_episodes=live, continuous=continuous,
     )
     result = run_rollouts(policy, config)
     s = result.stats
@@ -96,16 +102,17 @@ def bench(backend: str, args: argparse.Namespace) -> list[dict]:
     label = f"{LABELS[backend]} ({precision})" if precision else LABELS[backend]
     try:
         if backend == "vllm":
-            lanes = [(f"{c} in flight", c) for c in args.concurrency_list]
+            lanes = [(f"{c}, {play}" if len(args.play_list) > 1 else str(c), c, play == "continuous")
+                     for c in args.concurrency_list for play in args.play_list]
         elif backend == "llama_cpp":
-            lanes = [("sequential", args.limit)]  # it generates one sequence at a time whatever the width
+            lanes = [("1 (sequential)", args.limit, False)]  # one sequence at a time whatever the width
         else:
-            lanes = [(f"batch {args.batch_size}", args.limit)]
+            lanes = [(f"batch {args.batch_size}", args.limit, False)]
         rows = []
-        for i, (mode, live) in enumerate(lanes):
-            row = {"backend": backend, "label": label, "mode": mode, "live_episodes": live,
+        for i, (mode, live, continuous) in enumerate(lanes):
+            row = {"backend": backend, "label": label, "mode": mode, "live_episodes": live, "continuous": continuous,
                    "load_s": load_s if i == 0 else 0.0}
-            rows.append({**row, **rollout(policy, args, live)})
+            rows.append({**row, **rollout(policy, args, live, continuous)})
         return rows
     finally:
         close = getattr(policy, "close", None)

@@ -62,6 +62,10 @@ class OpenAIPolicy:
             ``return_token_ids``, which gives exact per-sample token counts with ``n > 1``).
     """
 
+    # generate may run on many threads at once (each call its own client and event loop): the
+    # episode engine then plays episodes continuously (agents.episodes.play_episodes)
+    concurrent_generate = True
+
     def __init__(
         self,
         base_url: str,

@@ -512,6 +512,10 @@ class VLLMPolicy:
         VLLMServerError: the server did not start; later, from :meth:`generate`, it died.
     """
 
+    # many threads may call generate at once (see OpenAIPolicy): the server batches requests as
+    # they come, so the episode engine keeps its batch full (continuous play)
+    concurrent_generate = True
+
     def __init__(
         self,
         model: str | os.PathLike,

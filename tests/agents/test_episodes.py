@@ -156,3 +156,90 @@ def test_seeded_episodes_give_the_same_trajectories_however_they_are_batched(toy
     # a policy that takes no seeds is batch-dependent: the call's seed and the chat's place count
     other = play_episodes(policy, factory, specs, seed=2, sampling=kwargs["sampling"])
     assert [[u.response for u in t.turns] for t in other] != [[u.response for u in t.turns] for t in whole]
+
+
+# ---- continuous play (no round barrier) -----------------------------------------------------------
+class _Concurrent:
+    """SeededScriptedPolicy that may be called from many threads (as an OpenAI-compatible server)."""
+
+    concurrent_generate = True
+
+    def __init__(self, problems):
+        from agents.scripted import SeededScriptedPolicy
+
+        self.inner = SeededScriptedPolicy(problems)
+        self.name = self.inner.name
+
+    def generate(self, chats, params, seeds=None):
+        return self.inner.generate(chats, params, seeds=seeds)
+
+
+def test_continuous_play_gives_the_same_trajectories_and_hooks_as_rounds(toy_problems, sandbox):
+    def factory():
+        return MuCodeEnv(problems=toy_problems, sandbox=sandbox, max_turns=3)
+
+    specs = [EpisodeSpec(p.id, j) for p in toy_problems for j in range(6)]
+    kwargs = dict(sampling=lambda call: SamplingParams(temperature=0.7, seed=derive_seed(1, call)), seed=1, max_live=4)
+    rounds = play_episodes(_Concurrent(toy_problems), factory, specs, continuous=False, **kwargs)
+    seen = {"turns": [], "done": [], "rounds": 0}
+    stats = EpisodeStats()
+    continuous = play_episodes(_Concurrent(toy_problems), factory, specs, stats=stats,  # chosen: the policy says so
+                               on_turn=lambda o: seen["turns"].append((o.episode, o.spec.problem_id)),
+                               on_done=lambda t: seen["done"].append((t.problem_id, t.sample_index)),
+                               on_round=lambda s: seen.__setitem__("rounds", seen["rounds"] + 1), **kwargs)
+    assert continuous == rounds
+    assert {len(t.turns) for t in rounds} != {1}  # failures, feedback and fixes happened
+    assert sorted(seen["done"]) == sorted((s.problem_id, s.sample_index) for s in specs)
+    assert len(seen["turns"]) == seen["rounds"] == sum(len(t.turns) for t in rounds) == stats.generations
+    assert stats.episodes == len(specs) and stats.completion_tokens == sum(
+        u.completion_tokens for t in rounds for u in t.turns)
+    assert stats.tokens_per_s > 0 and stats.wall_s > 0
+
+
+def test_continuous_play_has_no_round_barrier(toy_problems, sandbox):
+    """Episode 0's first generation waits until episode 1 has played all its turns: in rounds this
+    could never finish (every round waits for its longest generation); continuously it does."""
+    import threading
+
+    from mucode_env import MuCodeEnv as Env
+
+    released = threading.Event()
+
+    class Slow(_Concurrent):
+        def generate(self, chats, params, seeds=None):
+            if "x + 1" in chats[0][0]["content"] and len(chats[0]) == 1:  # episode 0's first turn
+                assert released.wait(timeout=60), "blocked behind a round barrier"
+            return super().generate(chats, params, seeds=seeds)
+
+    finished = []
+
+    def done(traj):
+        finished.append(traj.problem_id)
+        if traj.problem_id != "Toy/inc":
+            released.set()
+
+    inc, other = toy_problems[0], toy_problems[1]
+    assert inc.id == "Toy/inc"
+    specs = [EpisodeSpec(inc.id, 0), EpisodeSpec(other.id, 0)]
+    trajs = play_episodes(Slow(toy_problems), lambda: Env(problems=toy_problems, sandbox=sandbox, max_turns=3), specs,
+                          sampling=lambda call: SamplingParams(), max_live=2, on_done=done)
+    assert finished == [other.id, inc.id] and [t.problem_id for t in trajs] == [inc.id, other.id]
+
+
+def test_continuous_play_raises_the_first_error_and_takes_n_1_only(toy_problems, sandbox):
+    class Broken(_Concurrent):
+        def generate(self, chats, params, seeds=None):
+            return []  # wrong number of generations
+
+    def factory():
+        return MuCodeEnv(problems=toy_problems, sandbox=sandbox, max_turns=3)
+
+    specs = [EpisodeSpec(p.id, j) for p in toy_problems for j in range(3)]
+    with pytest.raises(ValueError, match="returned"):
+        play_episodes(Broken(toy_problems), factory, specs, sampling=lambda call: SamplingParams(), max_live=3)
+    with pytest.raises(ValueError, match="n == 1"):
+        play_episodes(_Concurrent(toy_problems), factory, specs, sampling=lambda call: SamplingParams(), n=2,
+                      select=lambda c: 0, max_live=3, continuous=True)
+    # Best-of-N (n > 1) and lock-step play (no max_live) stay in rounds: no error, same answers
+    lock_step = play_episodes(_Concurrent(toy_problems), factory, specs, sampling=lambda call: SamplingParams())
+    assert len(lock_step) == len(specs)
