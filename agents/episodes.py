@@ -273,10 +273,11 @@ def play_episodes(
             generation. For servers that batch requests as they come (vLLM, any OpenAI-compatible
             one), whose batch then stays full instead of draining at the end of every round.
             ``None`` (default): on when the policy says its ``generate`` may be called from many
-            threads at once (``concurrent_generate = True``), ``n == 1`` and ``max_live`` is set.
-            The trajectories are the same either way for policies that take ``seeds``; ``sampling``
-            is then called with the episode's turn index, and ``on_turn``/``on_done``/``on_round``
-            are called one at a time (``on_round`` after every turn).
+            threads at once (``concurrent_generate = True``) and ``max_live`` is set. The
+            trajectories are the same either way for policies that take ``seeds``; ``sampling`` is
+            then called with the episode's turn index, ``score_fn`` scores one episode's
+            candidates at a time, and ``on_turn``/``on_done``/``on_round`` are called one at a time
+            (``on_round`` after every turn).
 
     Raises:
         ValueError: ``n > 1`` without ``select``, or a policy that returns the wrong number of
@@ -302,12 +303,10 @@ def play_episodes(
     bar = _Progress(progress, total, total - len(specs), progress_desc)
     width = max_live or max(1, len(specs))
     if continuous is None:
-        continuous = bool(getattr(policy, "concurrent_generate", False)) and n == 1 and max_live is not None
+        continuous = bool(getattr(policy, "concurrent_generate", False)) and max_live is not None
     if continuous:
-        if n != 1:
-            raise ValueError("continuous play takes n == 1 (Best-of-N scores its candidates in rounds)")
-        return _play_continuous(policy, env_factory, specs, ids, width, sampling, keywords, stats, bar, record, name,
-                                env_id, seed, on_turn, on_done, on_round)
+        return _play_continuous(policy, env_factory, specs, ids, width, sampling, n, select, score_fn, keywords,
+                                stats, bar, record, name, env_id, seed, on_turn, on_done, on_round)
     done: list[Trajectory | None] = [None] * len(specs)
     queue = list(reversed(list(enumerate(specs))))
     free_envs: list[Any] = []
@@ -387,7 +386,8 @@ def play_episodes(
 
 
 def _play_continuous(policy: Policy, env_factory: Callable[[], Any], specs: Sequence[EpisodeSpec], ids: list[int],
-                     width: int, sampling: Callable[[int], SamplingParams], keywords: set[str], stats: EpisodeStats,
+                     width: int, sampling: Callable[[int], SamplingParams], n: int, select: Selector | None,
+                     score_fn: ScoreFn | None, keywords: set[str], stats: EpisodeStats,
                      bar: "_Progress", record: dict[str, Any], name: str, env_id: str, seed: int,
                      on_turn: Callable[[StepOutcome], None] | None, on_done: Callable[[Trajectory], None] | None,
                      on_round: Callable[[EpisodeStats], None] | None) -> list[Trajectory]:
@@ -400,6 +400,7 @@ def _play_continuous(policy: Policy, env_factory: Callable[[], Any], specs: Sequ
     from mucode_env import step_batch, to_messages
 
     lock = threading.Lock()
+    scoring = threading.Lock()  # one verifier call at a time (a model with its own threads)
     queue = list(reversed(list(enumerate(specs))))
     free_envs: list[Any] = []
     all_envs: list[Any] = []
@@ -412,8 +413,8 @@ def _play_continuous(policy: Policy, env_factory: Callable[[], Any], specs: Sequ
         turns: list[TurnRecord] = []
         while not stop.is_set():
             params = sampling(len(turns))
-            if params.n != 1:
-                params = SamplingParams(**{**asdict(params), "n": 1})
+            if params.n != n:
+                params = SamplingParams(**{**asdict(params), "n": n})
             extra: dict[str, Any] = {}
             if "episodes" in keywords:
                 extra["episodes"] = [ids[index]]
@@ -423,9 +424,15 @@ def _play_continuous(policy: Policy, env_factory: Callable[[], Any], specs: Sequ
                 in_flight["generations"] += 1
                 bar.in_flight(in_flight["generations"], in_flight["tokens"])
             gens = policy.generate([to_messages(obs)], params, **extra)
-            if len(gens) != 1 or len(gens[0]) != 1:
-                raise ValueError(f"policy {name} returned {[len(g) for g in gens]} generations for 1 chat with n=1")
-            g = gens[0][0]
+            if len(gens) != 1 or len(gens[0]) != n:
+                raise ValueError(f"policy {name} returned {[len(g) for g in gens]} generations for 1 chat with n={n}")
+            part = EpisodeStats()  # what this turn adds, merged under the lock
+            choice = 0
+            if n > 1:
+                scorer = None if score_fn is None else _serialised(score_fn, scoring)
+                live = _Live(index, spec, env, obs, turns)
+                choice = _select([live], ids, gens, select, scorer, part)[0]
+            g = gens[0][choice]
             t0 = time.perf_counter()
             ((obs, reward, terminated, truncated, info),) = step_batch([env], [g.text])
             executed = time.perf_counter() - t0
@@ -438,11 +445,12 @@ def _play_continuous(policy: Policy, env_factory: Callable[[], Any], specs: Sequ
             finished = terminated or truncated
             with lock:
                 in_flight["generations"] -= 1
-                in_flight["tokens"] += int(g.completion_tokens)
+                in_flight["tokens"] += sum(int(x.completion_tokens) for x in gens[0])
+                stats.add(part)
                 stats.generation_calls += 1
-                stats.generations += 1
-                stats.prompt_tokens += int(g.prompt_tokens)
-                stats.completion_tokens += int(g.completion_tokens)
+                stats.generations += n
+                stats.prompt_tokens += sum(int(x.prompt_tokens) for x in gens[0])
+                stats.completion_tokens += sum(int(x.completion_tokens) for x in gens[0])
                 stats.execution_s += executed
                 stats.executions += int(bool(info["code"].strip()))
                 if on_turn is not None:
@@ -506,6 +514,13 @@ def _play_continuous(policy: Policy, env_factory: Callable[[], Any], specs: Sequ
         stats.generation_s += elapsed
         stats.wall_s += elapsed
     return done  # type: ignore[return-value]
+
+
+def _serialised(score_fn: ScoreFn, lock: Any) -> ScoreFn:
+    def score(prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
+        with lock:
+            return score_fn(prompts, responses)
+    return score
 
 
 def _select(live: list[_Live], ids: list[int], gens: list[list[Generation]], select: Selector | None,

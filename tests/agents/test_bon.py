@@ -141,7 +141,9 @@ def resume_problems(data_dir):
     return [ps[i] for i in RESUME_IDS]
 
 
-def test_an_interrupted_stored_run_resumes_to_the_uninterrupted_result(resume_problems, data_dir, tmp_path):
+@pytest.mark.parametrize("continuous", [False, True], ids=["rounds", "continuous"])
+def test_an_interrupted_stored_run_resumes_to_the_uninterrupted_result(resume_problems, data_dir, tmp_path,
+                                                                       continuous):
     from agents.episode_store import load_trajectories
     from agents.scripted import SeededScriptedPolicy
 
@@ -155,9 +157,10 @@ def test_an_interrupted_stored_run_resumes_to_the_uninterrupted_result(resume_pr
 
     store = tmp_path / "cell"
     bounded = BoNConfig(n=3, selector="random", repeats=2, progress=False, max_live=2)
+    dying = _DiesAfter(SeededScriptedPolicy(resume_problems), 9)
+    dying.concurrent_generate = continuous  # continuous play: the kill comes from an episode's thread
     with pytest.raises(_Killed):  # killed in the middle of the second repeat
-        best_of_n(_DiesAfter(SeededScriptedPolicy(resume_problems), 9), "MuCode-MBPP-v0", bounded,
-                  store_dir=store, **common)
+        best_of_n(dying, "MuCode-MBPP-v0", bounded, store_dir=store, **common)
 
     kept = load_trajectories(store / "shards")
     assert 0 < len(kept) < 2 * len(RESUME_IDS)  # some episodes were saved before the kill, not all

@@ -226,7 +226,7 @@ def test_continuous_play_has_no_round_barrier(toy_problems, sandbox):
     assert finished == [other.id, inc.id] and [t.problem_id for t in trajs] == [inc.id, other.id]
 
 
-def test_continuous_play_raises_the_first_error_and_takes_n_1_only(toy_problems, sandbox):
+def test_continuous_play_raises_the_first_error(toy_problems, sandbox):
     class Broken(_Concurrent):
         def generate(self, chats, params, seeds=None):
             return []  # wrong number of generations
@@ -237,9 +237,31 @@ def test_continuous_play_raises_the_first_error_and_takes_n_1_only(toy_problems,
     specs = [EpisodeSpec(p.id, j) for p in toy_problems for j in range(3)]
     with pytest.raises(ValueError, match="returned"):
         play_episodes(Broken(toy_problems), factory, specs, sampling=lambda call: SamplingParams(), max_live=3)
-    with pytest.raises(ValueError, match="n == 1"):
-        play_episodes(_Concurrent(toy_problems), factory, specs, sampling=lambda call: SamplingParams(), n=2,
-                      select=lambda c: 0, max_live=3, continuous=True)
-    # Best-of-N (n > 1) and lock-step play (no max_live) stay in rounds: no error, same answers
+    # lock-step play (no max_live) stays in rounds
     lock_step = play_episodes(_Concurrent(toy_problems), factory, specs, sampling=lambda call: SamplingParams())
     assert len(lock_step) == len(specs)
+
+
+def test_continuous_best_of_n_picks_as_rounds_do(toy_problems, sandbox):
+    import random
+
+    def factory():
+        return MuCodeEnv(problems=toy_problems, sandbox=sandbox, max_turns=3)
+
+    def select(c):  # seeded by the episode and turn, as agents.bon's selectors
+        passing = [i for i, ok in enumerate(c.public_passed) if ok]
+        best = max(range(len(c.scores)), key=lambda i: (i in passing, c.scores[i]))
+        return best if random.Random(derive_seed(c.episode, c.turn)).random() < 0.7 else 0
+
+    def score(prompts, responses):
+        return [float(derive_seed(p[:20], r) % 100) for p, r in zip(prompts, responses)]
+
+    specs = [EpisodeSpec(p.id, j) for p in toy_problems for j in range(5)]
+    kwargs = dict(sampling=lambda call: SamplingParams(temperature=0.7), seed=4, n=3, select=select, score_fn=score,
+                  max_live=3)
+    rounds_stats, continuous_stats = EpisodeStats(), EpisodeStats()
+    rounds = play_episodes(_Concurrent(toy_problems), factory, specs, continuous=False, stats=rounds_stats, **kwargs)
+    continuous = play_episodes(_Concurrent(toy_problems), factory, specs, stats=continuous_stats, **kwargs)
+    assert continuous == rounds and {len(t.turns) for t in rounds} != {1}
+    for name in ("generations", "executions", "verifier_programs", "completion_tokens", "episodes"):
+        assert getattr(continuous_stats, name) == getattr(rounds_stats, name), name
