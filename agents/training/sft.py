@@ -78,6 +78,9 @@ class SFTRunConfig:
     logging_steps: int = 10
     progress: bool = True
     drop_overlong: bool = True  # drop examples longer than max_length instead of truncating them
+    # save a resumable checkpoint (adapter or weights, optimizer, scheduler, RNG) every this many
+    # optimizer steps, beside the output; a restarted stage resumes from the last one (None: never)
+    checkpoint_steps: int | None = None
 
     def __post_init__(self) -> None:
         if self.learning_rate <= 0:
@@ -90,6 +93,8 @@ class SFTRunConfig:
             )
         if self.grad_accum is not None and self.grad_accum < 1:
             raise ValueError(f"grad_accum must be >= 1 or None, got {self.grad_accum}")
+        if self.checkpoint_steps is not None and self.checkpoint_steps < 1:
+            raise ValueError(f"checkpoint_steps must be >= 1 or None, got {self.checkpoint_steps}")
         if self.max_length < 8:
             raise ValueError(f"max_length must be >= 8, got {self.max_length}")
         if self.torch_dtype not in DTYPES:
@@ -145,15 +150,19 @@ def _chat_len(tok, messages: list[dict[str, str]]) -> int:
 # ----------------------------------------------------------------------------- finetune
 
 
-def common_training_args(config: Any, output_dir: Path) -> dict[str, Any]:
+def common_training_args(config: Any, output_dir: Path, checkpoint_steps: int | None = None) -> dict[str, Any]:
     """TrainingArguments shared by generator fine-tuning and verifier training.
 
     ``config`` is an :class:`SFTRunConfig` or a ``VerifierConfig`` (they share these fields).
-    Checkpoints are never saved mid-run (the caller saves atomically), logging goes nowhere
-    external, and the data order is seeded.
+    The trained model is saved by the caller, atomically; with ``checkpoint_steps`` the trainer
+    also keeps its last resumable checkpoint in ``output_dir`` (see :class:`ResumableRun`).
+    Logging goes nowhere external, and the data order is seeded.
     """
     import torch
 
+    saving: dict[str, Any] = {"save_strategy": "no"}
+    if checkpoint_steps is not None:
+        saving = {"save_strategy": "steps", "save_steps": checkpoint_steps, "save_total_limit": 1}
     return dict(
         output_dir=str(output_dir),
         learning_rate=config.learning_rate,
@@ -169,7 +178,7 @@ def common_training_args(config: Any, output_dir: Path) -> dict[str, Any]:
         bf16=resolve_bf16(config.bf16),
         fp16=False,
         logging_steps=config.logging_steps,
-        save_strategy="no",
+        **saving,
         report_to="none",
         disable_tqdm=not config.progress,
         dataloader_num_workers=0,
@@ -177,6 +186,49 @@ def common_training_args(config: Any, output_dir: Path) -> dict[str, Any]:
         # without a GPU say so: transformers then runs a torchrun/accelerate job data-parallel (gloo)
         use_cpu=not torch.cuda.is_available(),
     )
+
+
+class ResumableRun:
+    """The checkpoints of one training run, kept beside its output (``<output>.checkpoints``) so
+    that a stage killed mid-training resumes from its last checkpoint instead of from step 0.
+
+    ``identity`` (the data, the configuration, the base model) is written with them: checkpoints
+    of another run (the examples changed) are discarded, with a warning, rather than resumed.
+    """
+
+    def __init__(self, output_dir: str | os.PathLike, identity: Any, enabled: bool) -> None:
+        import hashlib
+
+        out = Path(output_dir)
+        self.dir = out.parent / f"{out.name}.checkpoints"
+        self.enabled = enabled
+        self.digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+
+    def last_checkpoint(self) -> str | None:
+        """The checkpoint to resume from (None: start at step 0); stale ones are removed."""
+        if not self.enabled or not self.dir.is_dir():
+            return None
+        marker = self.dir / "identity.sha256"
+        if not marker.is_file() or marker.read_text().strip() != self.digest:
+            logger.warning("discarding checkpoints of a different run in %s", self.dir)
+            if is_main_process():
+                shutil.rmtree(self.dir, ignore_errors=True)
+            return None
+        from transformers.trainer_utils import get_last_checkpoint
+
+        return get_last_checkpoint(str(self.dir))
+
+    def prepare(self) -> Path:
+        """The directory the trainer writes its checkpoints to, marked with this run's identity."""
+        if self.enabled and is_main_process():
+            self.dir.mkdir(parents=True, exist_ok=True)
+            (self.dir / "identity.sha256").write_text(self.digest + "\n")
+        return self.dir
+
+    def finish(self) -> None:
+        """The output is saved: its checkpoints are no longer needed."""
+        if self.enabled and is_main_process():
+            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def finetune(
@@ -247,9 +299,15 @@ def finetune(
             task_type="CAUSAL_LM",
         )
 
+    # what a checkpoint must have been made from to be resumed (not how fast or verbosely it runs)
+    identity = {"base": str(base), "rows": rows,
+                "config": {k: v for k, v in asdict(config).items() if k not in ("progress", "logging_steps")}}
+    run = ResumableRun(output_dir, identity, enabled=config.checkpoint_steps is not None)
+    resume = run.last_checkpoint()
     with rank_output_dir(output_dir) as tmp:
+        trainer_dir = run.prepare() if run.enabled else tmp / "trainer"
         args = SFTConfig(max_length=config.max_length, completion_only_loss=True, packing=False,
-                         **common_training_args(config, tmp / "trainer"))
+                         **common_training_args(config, trainer_dir, config.checkpoint_steps))
         trainer = SFTTrainer(
             model=model,
             args=args,
@@ -257,9 +315,11 @@ def finetune(
             processing_class=tok,
             peft_config=peft_config,
         )
+        if resume is not None:
+            logger.info("finetune: resuming from %s", resume)
         t0 = time.perf_counter()
         with compact_lm_head() if config.compact_lm_head else nullcontext():
-            result = trainer.train()
+            result = trainer.train(resume_from_checkpoint=resume)
         train_s = time.perf_counter() - t0
         save_trained_model(trainer, tmp, lora=config.lora, base_model=base, torch_dtype=dtype)
         del trainer, model
@@ -267,7 +327,9 @@ def finetune(
             return Path(output_dir)
         tok.save_pretrained(tmp)
         shutil.rmtree(tmp / "trainer", ignore_errors=True)
-        trained_tokens = n_tokens * config.epochs
+        resumed_step = int(resume.rsplit("-", 1)[-1]) if resume is not None else 0
+        # this process trained only the steps after the checkpoint it resumed from
+        trained_tokens = n_tokens * config.epochs * (1 - resumed_step / max(1, int(result.global_step)))
         write_train_stats(
             tmp,
             {
@@ -281,10 +343,12 @@ def finetune(
                 "train_tokens_per_s": trained_tokens / train_s if train_s > 0 else None,
                 "train_loss": float(result.training_loss),
                 "global_steps": int(result.global_step),
+                "resumed_from_step": resumed_step,
                 "world_size": world_size(),
                 "config": asdict(config),
             },
         )
+    run.finish()
     return Path(output_dir)
 
 

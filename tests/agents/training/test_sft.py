@@ -89,3 +89,59 @@ def test_config_validation():
     with pytest.raises(ValueError):
         SFTRunConfig(torch_dtype="int8")
     assert SFTRunConfig(batch_size=32, per_device_batch_size=4).gradient_accumulation_steps == 8
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_a_fine_tuning_killed_mid_run_resumes_from_its_checkpoint_to_the_same_weights(tiny_model_dir, tmp_path,
+                                                                                       monkeypatch, lora):
+    import transformers
+    from safetensors.torch import load_file
+
+    examples = EXAMPLES * 4  # 8 examples, batches of 2 (micro-batches of 1): 4 steps an epoch, 8 in all
+    cfg = SFTRunConfig(**{**FAST, "epochs": 2, "per_device_batch_size": 1, "lora": lora, "lora_r": 8,
+                          "lr_scheduler_type": "linear", "checkpoint_steps": 3})
+    whole = finetune(tiny_model_dir, examples, cfg, tmp_path / "whole")
+    assert not (tmp_path / "whole.checkpoints").exists()  # removed once the output is saved
+
+    real_step = transformers.Trainer.training_step
+    calls = {"n": 0}
+
+    def killed_in_step_5(self, *args, **kwargs):  # micro-batch 9 is the first of optimizer step 5
+        calls["n"] += 1
+        if calls["n"] == 9:
+            raise KeyboardInterrupt
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(transformers.Trainer, "training_step", killed_in_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(tiny_model_dir, examples, cfg, tmp_path / "gen")
+    assert not (tmp_path / "gen").exists()  # nothing half-written
+    assert [p.name for p in (tmp_path / "gen.checkpoints").glob("checkpoint-*")] == ["checkpoint-3"]
+    steps = {"n": 0}
+
+    def counted(self, *args, **kwargs):
+        steps["n"] += 1
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(transformers.Trainer, "training_step", counted)
+    resumed = finetune(tiny_model_dir, examples, cfg, tmp_path / "gen")
+    assert steps["n"] == 2 * (8 - 3)  # only the optimizer steps after the checkpoint were trained again
+    stats = read_train_stats(resumed)
+    assert stats["resumed_from_step"] == 3 and stats["global_steps"] == 8
+    a, b = load_file(str(whole / "model.safetensors")), load_file(str(resumed / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=1e-5, atol=1e-6, msg=name)
+    assert not (tmp_path / "gen.checkpoints").exists()
+
+
+def test_checkpoints_of_other_examples_are_discarded_not_resumed(tiny_model_dir, tmp_path, caplog):
+    cfg = SFTRunConfig(**{**FAST, "epochs": 1, "checkpoint_steps": 1})
+    stale = tmp_path / "gen.checkpoints" / "checkpoint-1"
+    stale.mkdir(parents=True)
+    (tmp_path / "gen.checkpoints" / "identity.sha256").write_text("another run\n")
+    with caplog.at_level("WARNING"):
+        out = finetune(tiny_model_dir, EXAMPLES, cfg, tmp_path / "gen")
+    assert "different run" in caplog.text and read_train_stats(out)["resumed_from_step"] == 0
+    with pytest.raises(ValueError, match="checkpoint_steps"):
+        SFTRunConfig(checkpoint_steps=0)
