@@ -155,6 +155,91 @@ def plan(config: HeadToHeadConfig) -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class Rates:
+    """What the time budget divides by: throughputs and data sizes measured on the 2-core Zen 3
+    machine (AVX2, no bf16; vLLM float32), each with where it was measured. Generation numbers
+    are replaced by those of the committed cells once there are any.
+
+    Attributes:
+        generation_tokens_per_s: vLLM float32, continuous play, 64 episodes in flight.
+        tokens_per_episode: completion tokens of a greedy T=3 episode (MBPP).
+        sft_tokens_per_s: generator LoRA fine-tuning, compact LM head (benchmarks/sft_throughput.py).
+        verifier_tokens_per_s: verifier stage, SmolLM2-135M full fine-tune (one cpu iteration).
+        relabeled_per_problem / tokens_per_example: µCODE's relabelled set per train problem
+            (4 rollouts each) and its mean length (one cpu iteration: 35 examples of 4 problems,
+            22,748 tokens).
+        verifier_tokens_per_pair / both_share: a BT pair's two sequences, and the share of train
+            problems whose rollouts hold both a pass and a fail (only those give pairs).
+    """
+
+    generation_tokens_per_s: float = 69.0
+    tokens_per_episode: float = 300.0
+    sft_tokens_per_s: float = 68.1
+    verifier_tokens_per_s: float = 68.8
+    relabeled_per_problem: float = 8.75
+    tokens_per_example: float = 650.0
+    verifier_tokens_per_pair: float = 782.0
+    both_share: float = 0.4
+    source: str = "README measurements, Zen 3, 2026-12-03"
+
+
+def measured_rates(config: HeadToHeadConfig, rates: Rates | None = None) -> Rates:
+    """``rates`` with the generation throughput and episode length of the committed greedy
+    multi-turn cells (generated, not derived), where there are any."""
+    from dataclasses import replace
+
+    rates = rates or Rates()
+    generated = [c for c in cells(config.results_dir) if c["setting"]["n"] == 1 and c["setting"]["max_turns"] > 1
+                 and (c.get("stats") or {}).get("completion_tokens") and c.get("seconds")]
+    if not generated:
+        return rates
+    tokens = sum(c["stats"]["completion_tokens"] for c in generated)
+    episodes = sum(c["stats"]["episodes"] for c in generated)
+    seconds = sum(c["seconds"] for c in generated)
+    return replace(rates, generation_tokens_per_s=tokens / seconds, tokens_per_episode=tokens / episodes,
+                   source=f"{len(generated)} committed greedy cells ({tokens} tokens in {seconds / 3600:.2f} h) "
+                          f"and {rates.source}")
+
+
+def budget(config: HeadToHeadConfig, rates: Rates | None = None) -> str:
+    """Hours each part needs at the measured rates (one machine like this one, alone), so that the
+    sizes can be chosen before running: generation (rollouts, validation, evaluation cells) and
+    training tokens. PPO and GRPO generate with the training model (transformers), whose rate on
+    this machine was not measured at these sizes: their generation is not estimated."""
+    rates = measured_rates(config, rates)
+    problems = config.train_problems or 374
+    episodes = config.episodes_per_iteration
+    tpe = rates.tokens_per_episode
+    gen_h = lambda tokens: tokens / rates.generation_tokens_per_s / 3600  # noqa: E731
+    evaluation = sum(N_TEST.values()) * tpe * (1 + config.bon_n)  # greedy T=3 (single-turn read from it) and BoN
+    validation = 90 * config.bon_n * tpe  # MBPP validation split, BoN, after every iteration
+    sft = problems * rates.relabeled_per_problem * rates.tokens_per_example
+    verifier = problems * rates.both_share * 8 * rates.verifier_tokens_per_pair * 2  # cpu preset: 8 pairs, 2 epochs
+    rows = [
+        ("base", evaluation, 0.0, 0.0),
+        ("mucode", config.iterations * (episodes * tpe + validation) + evaluation, config.iterations * sft,
+         config.iterations * verifier),
+        ("rft", config.iterations * validation + evaluation, config.iterations * sft, 0.0),
+        ("ppo", evaluation, None, 0.0),
+        ("grpo", evaluation, None, 0.0),
+    ]
+    lines = [f"Rates: {rates.generation_tokens_per_s:.1f} generated tokens/s, {tpe:.0f} tokens per greedy episode, "
+             f"SFT {rates.sft_tokens_per_s:.1f} and verifier {rates.verifier_tokens_per_s:.1f} train tokens/s "
+             f"({rates.source}).", "",
+             "| part | generated tokens | SFT tokens | verifier tokens | hours (alone) |", "|---|---:|---:|---:|---:|"]
+    total = 0.0
+    for part, generated, sft_tokens, verifier_tokens in rows:
+        hours = gen_h(generated) + (sft_tokens or 0.0) / rates.sft_tokens_per_s / 3600 \
+            + verifier_tokens / rates.verifier_tokens_per_s / 3600
+        total += hours
+        sft_cell = "not estimated (its own trainer)" if sft_tokens is None else f"{sft_tokens:,.0f}"
+        lines.append(f"| {part} | {generated:,.0f} | {sft_cell} | {verifier_tokens:,.0f} | {hours:.1f}"
+                     + (" + training" if sft_tokens is None else "") + " |")
+    lines.append(f"| all | | | | {total:.1f} + PPO/GRPO training |")
+    return "\n".join(lines)
+
+
 def run_part(part: str, config: HeadToHeadConfig, *, bon: bool) -> None:
     from dataclasses import replace
 
@@ -319,6 +404,8 @@ def main(argv=None) -> int:
     if args.command == "plan":
         print(json.dumps(asdict(config), indent=2))
         print(plan(config))
+        print()
+        print(budget(config))
     elif args.command == "run":
         run_part(args.part, config, bon=args.bon)
     else:

@@ -39,6 +39,7 @@ from agents.models.convert import hf_checkpoint
 from agents.records import Trajectory
 from agents.training.launch import Stage
 from agents.training.precision import torch_dtype_of
+from agents.training.checkpoints import ResumableRun
 from agents.training.sft import (
     common_training_args,
     load_tokenizer,
@@ -90,6 +91,9 @@ class VerifierConfig:
     logging_steps: int = 10
     score_batch_size: int = 16
     progress: bool = True
+    # a resumable checkpoint every this many optimizer steps, beside the output (None: never);
+    # see agents.training.sft.ResumableRun
+    checkpoint_steps: int | None = None
 
     def __post_init__(self) -> None:
         if self.loss not in _LOSSES:
@@ -104,6 +108,8 @@ class VerifierConfig:
             raise ValueError(f"max_length must be >= 8, got {self.max_length}")
         if self.l2_coef < 0:
             raise ValueError(f"l2_coef must be >= 0, got {self.l2_coef}")
+        if self.checkpoint_steps is not None and self.checkpoint_steps < 1:
+            raise ValueError(f"checkpoint_steps must be >= 1 or None, got {self.checkpoint_steps}")
 
     @property
     def gradient_accumulation_steps(self) -> int:
@@ -419,15 +425,22 @@ def train_verifier(
         "prompts": prompt_counts,
         "config": asdict(config),
     }
+    # checkpoints are resumed only by a run on the same trajectories, base model and settings
+    identity = {"base": str(base), "trajectories": [t.to_row() for t in trajectories],
+                "config": {k: v for k, v in asdict(config).items() if k not in ("progress", "logging_steps")}}
+    run = ResumableRun(output_dir, identity, enabled=config.checkpoint_steps is not None)
+    resume = run.last_checkpoint()
     with rank_output_dir(output_dir) as tmp:
         trained = False
+        trainer_dir = run.prepare() if run.enabled else tmp / "trainer"
         if config.loss == "bt":
             rows = build_pairs(trajectories, config.pairs_per_prompt, config.seed)
             stats["n_pairs"] = len(rows)
             if rows:
                 from trl import RewardConfig
 
-                args = RewardConfig(max_length=config.max_length, **common_training_args(config, tmp / "trainer"))
+                args = RewardConfig(max_length=config.max_length,
+                                    **common_training_args(config, trainer_dir, config.checkpoint_steps))
                 trainer = _bt_trainer_cls()(
                     model=model,
                     args=args,
@@ -453,7 +466,8 @@ def train_verifier(
             if enc:
                 from transformers import TrainingArguments
 
-                args = TrainingArguments(remove_unused_columns=False, **common_training_args(config, tmp / "trainer"))
+                args = TrainingArguments(remove_unused_columns=False,
+                                         **common_training_args(config, trainer_dir, config.checkpoint_steps))
                 trainer = _bce_trainer_cls()(
                     model=model,
                     args=args,
@@ -463,9 +477,12 @@ def train_verifier(
                 )
                 trained = True
         if trained:
+            if resume is not None:
+                logger.info("train_verifier: resuming from %s", resume)
             t0 = time.perf_counter()
-            result = trainer.train()
+            result = trainer.train(resume_from_checkpoint=resume)
             train_s = time.perf_counter() - t0
+            stats["resumed_from_step"] = int(resume.rsplit("-", 1)[-1]) if resume is not None else 0
             stats.update(
                 train_s=train_s,
                 train_tokens=n_tokens * config.epochs,
@@ -492,6 +509,7 @@ def train_verifier(
             json.dumps({"trained": trained, "config": asdict(config), "base_model": base}, indent=2)
         )
         write_train_stats(tmp, stats)
+    run.finish()
     return Path(output_dir)
 
 

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from agents.training.checkpoints import ResumableRun
 from agents.training.launch import Stage
 from agents.training.lm_head import compact_lm_head
 from agents.training.precision import DTYPES, resolve_bf16, torch_dtype_of
@@ -155,7 +156,8 @@ def common_training_args(config: Any, output_dir: Path, checkpoint_steps: int | 
 
     ``config`` is an :class:`SFTRunConfig` or a ``VerifierConfig`` (they share these fields).
     The trained model is saved by the caller, atomically; with ``checkpoint_steps`` the trainer
-    also keeps its last resumable checkpoint in ``output_dir`` (see :class:`ResumableRun`).
+    also keeps its last resumable checkpoint in ``output_dir`` (see
+    :class:`agents.training.checkpoints.ResumableRun`).
     Logging goes nowhere external, and the data order is seeded.
     """
     import torch
@@ -186,49 +188,6 @@ def common_training_args(config: Any, output_dir: Path, checkpoint_steps: int | 
         # without a GPU say so: transformers then runs a torchrun/accelerate job data-parallel (gloo)
         use_cpu=not torch.cuda.is_available(),
     )
-
-
-class ResumableRun:
-    """The checkpoints of one training run, kept beside its output (``<output>.checkpoints``) so
-    that a stage killed mid-training resumes from its last checkpoint instead of from step 0.
-
-    ``identity`` (the data, the configuration, the base model) is written with them: checkpoints
-    of another run (the examples changed) are discarded, with a warning, rather than resumed.
-    """
-
-    def __init__(self, output_dir: str | os.PathLike, identity: Any, enabled: bool) -> None:
-        import hashlib
-
-        out = Path(output_dir)
-        self.dir = out.parent / f"{out.name}.checkpoints"
-        self.enabled = enabled
-        self.digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
-
-    def last_checkpoint(self) -> str | None:
-        """The checkpoint to resume from (None: start at step 0); stale ones are removed."""
-        if not self.enabled or not self.dir.is_dir():
-            return None
-        marker = self.dir / "identity.sha256"
-        if not marker.is_file() or marker.read_text().strip() != self.digest:
-            logger.warning("discarding checkpoints of a different run in %s", self.dir)
-            if is_main_process():
-                shutil.rmtree(self.dir, ignore_errors=True)
-            return None
-        from transformers.trainer_utils import get_last_checkpoint
-
-        return get_last_checkpoint(str(self.dir))
-
-    def prepare(self) -> Path:
-        """The directory the trainer writes its checkpoints to, marked with this run's identity."""
-        if self.enabled and is_main_process():
-            self.dir.mkdir(parents=True, exist_ok=True)
-            (self.dir / "identity.sha256").write_text(self.digest + "\n")
-        return self.dir
-
-    def finish(self) -> None:
-        """The output is saved: its checkpoints are no longer needed."""
-        if self.enabled and is_main_process():
-            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def finetune(

@@ -86,3 +86,29 @@ def test_tables_warn_when_parts_were_generated_in_different_precisions(h2h, tmp_
     assert "- bfloat16: mucode multi-turn MuCode-MBPP-v0, rft multi-turn MuCode-MBPP-v0" in analysis
     assert h2h.precision_check([dict(c, precision="float32") for c in h2h.cells(config.results_dir)]) is None
     assert "| MuCode-MBPP-v0 | 500 | 0.150 | prior |" in analysis  # identical outcomes measure no discordance
+
+
+def test_the_budget_uses_the_committed_cells_rates_and_scales_with_the_sizes(h2h, tmp_path):
+    small = h2h.HeadToHeadConfig(results_dir=str(tmp_path / "results"), work_dir=str(tmp_path / "w"), train_problems=40)
+    large = h2h.HeadToHeadConfig(results_dir=str(tmp_path / "results"), work_dir=str(tmp_path / "w"))
+    assert h2h.measured_rates(small) == h2h.Rates()  # nothing committed yet: the recorded rates
+    _, greedy, _ = paper_settings(3, 5, "pt+lv")
+    c = cell("instruct", "Instruct", "MuCode-MBPP-v0", greedy, {"a": 1.0, "b": 0.0}, [0.5, 0.5, 0.5])
+    c.update(seconds=100.0, stats={"completion_tokens": 5000, "episodes": 20})
+    path = tmp_path / "results" / "results" / "MuCode-MBPP-v0" / "instruct__T3_N1_greedy.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(c))
+    rates = h2h.measured_rates(small)
+    assert (rates.generation_tokens_per_s, rates.tokens_per_episode) == (50.0, 250.0)
+    assert "1 committed greedy cells" in rates.source
+
+    def hours(config):
+        rows = [line.split("|") for line in h2h.budget(config).splitlines() if line.startswith("| ")]
+        return {r[1].strip(): r[5].strip() for r in rows[1:]}
+
+    h_small, h_large = hours(small), hours(large)
+    assert h_small["base"] == h_large["base"]  # evaluation does not depend on the training sizes
+    assert float(h_small["mucode"]) < float(h_large["mucode"])
+    # the base part: all 664 test problems, greedy and BoN N=5, at 250 tokens an episode and 50 tokens/s
+    assert float(h_small["base"]) == pytest.approx(664 * 250 * 6 / 50 / 3600, abs=0.05)
+    assert h_small["ppo"].endswith("+ training")
