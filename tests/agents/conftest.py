@@ -44,3 +44,22 @@ def smollm2_llama(smollm2_gguf):
     from agents.backends.llama_cpp import LlamaCppPolicy
 
     return LlamaCppPolicy(smollm2_gguf, n_ctx=2048, n_threads=1)
+
+
+@pytest.fixture()
+def training_steps(monkeypatch) -> dict:
+    """Counts the Hugging Face trainer's micro-batches (``calls``) and kills the run at one of them
+    (``kill_at``: its ``training_step`` raises KeyboardInterrupt, as a killed stage stops)."""
+    import transformers
+
+    real = transformers.Trainer.training_step
+    state: dict = {"calls": 0, "kill_at": None}
+
+    def step(self, *args, **kwargs):
+        state["calls"] += 1
+        if state["calls"] == state["kill_at"]:
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(transformers.Trainer, "training_step", step)
+    return state

@@ -114,8 +114,7 @@ def test_config_validation():
 
 
 @pytest.mark.parametrize("loss", ["bt", "bce"])
-def test_a_verifier_training_killed_mid_run_resumes_to_the_same_weights(tiny_model_dir, tmp_path, monkeypatch, loss):
-    import transformers
+def test_a_verifier_training_killed_mid_run_resumes_to_the_same_weights(tiny_model_dir, tmp_path, training_steps, loss):
     from safetensors.torch import load_file
 
     # BT: 4 prompts x 4 pairs = 16 pairs, BCE: 16 labels; micro-batches of 2, batches of 4: 4 steps an epoch, 8 in all
@@ -124,22 +123,13 @@ def test_a_verifier_training_killed_mid_run_resumes_to_the_same_weights(tiny_mod
                                                             "checkpoint_steps": 3})
     whole = train_verifier(_toy_data(), tiny_model_dir, cfg, tmp_path / "whole")
     assert read_train_stats(whole)["global_steps"] == 8 and not (tmp_path / "whole.checkpoints").exists()
-    real_step = transformers.Trainer.training_step
-    calls = {"n": 0}
-
-    def killed_in_step_5(self, *args, **kwargs):  # micro-batch 9 is the first of optimizer step 5
-        calls["n"] += 1
-        if calls["n"] == 9:
-            raise KeyboardInterrupt
-        return real_step(self, *args, **kwargs)
-
-    monkeypatch.setattr(transformers.Trainer, "training_step", killed_in_step_5)
+    training_steps.update(calls=0, kill_at=9)  # micro-batch 9 is the first of optimizer step 5
     with pytest.raises(KeyboardInterrupt):
         train_verifier(_toy_data(), tiny_model_dir, cfg, tmp_path / "v")
     assert not (tmp_path / "v").exists() and (tmp_path / "v.checkpoints" / "checkpoint-3").is_dir()
-    monkeypatch.setattr(transformers.Trainer, "training_step", real_step)
+    training_steps.update(calls=0, kill_at=None)
     resumed = train_verifier(_toy_data(), tiny_model_dir, cfg, tmp_path / "v")
-    assert read_train_stats(resumed)["resumed_from_step"] == 3
+    assert training_steps["calls"] == 2 * (8 - 3) and read_train_stats(resumed)["resumed_from_step"] == 3
     a, b = load_file(str(whole / "model.safetensors")), load_file(str(resumed / "model.safetensors"))
     for name in a:
         torch.testing.assert_close(b[name], a[name], rtol=1e-5, atol=1e-6, msg=name)

@@ -93,8 +93,7 @@ def test_config_validation():
 
 @pytest.mark.parametrize("lora", [False, True])
 def test_a_fine_tuning_killed_mid_run_resumes_from_its_checkpoint_to_the_same_weights(tiny_model_dir, tmp_path,
-                                                                                       monkeypatch, lora):
-    import transformers
+                                                                                       training_steps, lora):
     from safetensors.torch import load_file
 
     examples = EXAMPLES * 4  # 8 examples, batches of 2 (micro-batches of 1): 4 steps an epoch, 8 in all
@@ -103,29 +102,14 @@ def test_a_fine_tuning_killed_mid_run_resumes_from_its_checkpoint_to_the_same_we
     whole = finetune(tiny_model_dir, examples, cfg, tmp_path / "whole")
     assert not (tmp_path / "whole.checkpoints").exists()  # removed once the output is saved
 
-    real_step = transformers.Trainer.training_step
-    calls = {"n": 0}
-
-    def killed_in_step_5(self, *args, **kwargs):  # micro-batch 9 is the first of optimizer step 5
-        calls["n"] += 1
-        if calls["n"] == 9:
-            raise KeyboardInterrupt
-        return real_step(self, *args, **kwargs)
-
-    monkeypatch.setattr(transformers.Trainer, "training_step", killed_in_step_5)
+    training_steps.update(calls=0, kill_at=9)  # micro-batch 9 is the first of optimizer step 5
     with pytest.raises(KeyboardInterrupt):
         finetune(tiny_model_dir, examples, cfg, tmp_path / "gen")
     assert not (tmp_path / "gen").exists()  # nothing half-written
     assert [p.name for p in (tmp_path / "gen.checkpoints").glob("checkpoint-*")] == ["checkpoint-3"]
-    steps = {"n": 0}
-
-    def counted(self, *args, **kwargs):
-        steps["n"] += 1
-        return real_step(self, *args, **kwargs)
-
-    monkeypatch.setattr(transformers.Trainer, "training_step", counted)
+    training_steps.update(calls=0, kill_at=None)
     resumed = finetune(tiny_model_dir, examples, cfg, tmp_path / "gen")
-    assert steps["n"] == 2 * (8 - 3)  # only the optimizer steps after the checkpoint were trained again
+    assert training_steps["calls"] == 2 * (8 - 3)  # only the optimizer steps after the checkpoint were trained again
     stats = read_train_stats(resumed)
     assert stats["resumed_from_step"] == 3 and stats["global_steps"] == 8
     a, b = load_file(str(whole / "model.safetensors")), load_file(str(resumed / "model.safetensors"))
