@@ -241,28 +241,48 @@ class ValueHead(torch.nn.Module):
 
 
 def policy_forward(model, input_ids, attention_mask, *, temperature: float = 1.0, value_head=None,
-                   with_entropy: bool = False) -> dict[str, Any]:
+                   with_entropy: bool = False, positions: torch.Tensor | None = None) -> dict[str, Any]:
     """Per-position log-probabilities (and values, entropies) of a right-padded batch.
 
     Position ``i`` holds the quantities of the decision that emitted token ``i``: ``logp[:, i] =
     log pi(ids[i] | ids[<i])`` from the logits at ``i - 1`` (divided by ``temperature``) and
     ``values[:, i]`` read from the hidden state at ``i - 1``. Position 0 holds 0.
 
+    ``positions`` (``[B, L]``, nonzero where a log-probability is wanted: the policy's own
+    tokens): the LM head, the log-softmax and the entropy are computed there only, and the other
+    positions hold 0. PPO reads log-probabilities only under the policy mask, and a multi-turn
+    segment is mostly prompt and feedback: projecting every position on a 150k-token vocabulary
+    (and keeping its float32 logits for the backward pass) was most of the head's cost.
+
     Returns:
         ``{"logp": [B, L], "values": [B, L] or None, "entropy": [B, L] or None}``.
     """
-    out = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=value_head is not None,
-                use_cache=False)
-    logits = out.logits[:, :-1].float() / temperature
     batch, length = input_ids.shape
     zeros = torch.zeros(batch, 1, device=input_ids.device)
-    logp = torch.cat([zeros, token_logprobs(logits, input_ids[:, 1:])], dim=1)
-    result: dict[str, Any] = {"logp": logp, "values": None, "entropy": None}
+    if positions is None:
+        out = model(input_ids=input_ids, attention_mask=attention_mask,
+                    output_hidden_states=value_head is not None, use_cache=False)
+        logits = out.logits[:, :-1].float() / temperature
+        logp = torch.cat([zeros, token_logprobs(logits, input_ids[:, 1:])], dim=1)
+        entropy = torch.cat([zeros, entropy_from_logits(logits)], dim=1) if with_entropy else None
+    else:
+        # the final hidden states, and logits only where they are read (one position is the least
+        # the model computes; it is not used)
+        out = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, use_cache=False,
+                    logits_to_keep=1)
+        keep = positions[:, 1:].bool()
+        hidden = out.hidden_states[-1][:, :-1][keep]
+        logits = model.get_output_embeddings()(hidden).float() / temperature
+        logp = torch.zeros(batch, length, dtype=logits.dtype, device=input_ids.device)
+        logp[:, 1:][keep] = token_logprobs(logits, input_ids[:, 1:][keep])
+        entropy = None
+        if with_entropy:
+            entropy = torch.zeros(batch, length, dtype=logits.dtype, device=input_ids.device)
+            entropy[:, 1:][keep] = entropy_from_logits(logits)
+    result: dict[str, Any] = {"logp": logp, "values": None, "entropy": entropy}
     if value_head is not None:
         hidden = out.hidden_states[-1][:, :-1]
         result["values"] = torch.cat([zeros, value_head(hidden)], dim=1)
-    if with_entropy:
-        result["entropy"] = torch.cat([zeros, entropy_from_logits(logits)], dim=1)
     return result
 
 
@@ -432,9 +452,11 @@ class PPOTrainer:
             for start in range(0, len(segments), cfg.micro_batch_size):
                 chunk = segments[start: start + cfg.micro_batch_size]
                 ids, attn = _pad_rows([s.input_ids for s in chunk], self.pad_id, self.device)
+                wanted, _ = _pad_rows([s.policy_mask for s in chunk], 0, self.device)  # log-probs read there only
                 with self._autocast():
-                    cur = policy_forward(self.model, ids, attn, temperature=cfg.temperature, value_head=self.value_head)
-                    ref = policy_forward(self.ref_model, ids, attn, temperature=cfg.temperature)
+                    cur = policy_forward(self.model, ids, attn, temperature=cfg.temperature, value_head=self.value_head,
+                                         positions=wanted)
+                    ref = policy_forward(self.ref_model, ids, attn, temperature=cfg.temperature, positions=wanted)
                 for row, seg in enumerate(chunk):
                     n = len(seg.input_ids)
                     seg.tensors = {
@@ -518,10 +540,10 @@ class PPOTrainer:
         width = ids.shape[1]
         t = {k: _pad_float([s.tensors[k] for s in micro], width, self.device)
              for k in ("mask", "old_logp", "ref_logp", "old_values", "advantages", "returns")}
+        mask = t["mask"]
         with self._autocast():
             fwd = policy_forward(self.model, ids, attn, temperature=cfg.temperature, value_head=self.value_head,
-                                 with_entropy=cfg.entropy_coef > 0)
-        mask = t["mask"]
+                                 with_entropy=cfg.entropy_coef > 0, positions=mask)
         loss, stats = clipped_policy_loss(fwd["logp"], t["old_logp"], t["advantages"], mask, cfg.clip_eps)
         parts = {"policy_loss": float(loss.detach()), **stats}
         v_loss, v_stats = clipped_value_loss(fwd["values"], t["old_values"], t["returns"], mask, cfg.value_clip_eps)

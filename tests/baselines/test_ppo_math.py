@@ -189,3 +189,32 @@ def test_masked_whiten():
     assert w[0, 0] == 0 and w[0, 4] == 0
     assert abs(float(masked_mean(w, mask))) < 1e-6
     assert torch.allclose(w[0, 1:4], torch.tensor([-1.0, 0.0, 1.0]), atol=1e-4)
+
+
+def test_policy_forward_on_the_policy_positions_only_equals_the_dense_path(tiny_model):
+    from baselines.ppo import ValueHead, policy_forward
+
+    torch.manual_seed(0)
+    ids = torch.tensor([[5, 17, 42, 99, 3, 250, 8], [5, 6, 7, 8, 9, 10, 0]])
+    attn = torch.tensor([[1] * 7, [1] * 6 + [0]])
+    mask = torch.tensor([[0, 0, 0, 1, 1, 0, 1], [0, 0, 1, 1, 1, 1, 0]], dtype=torch.float32)
+    head = ValueHead(tiny_model.config.hidden_size)
+
+    def run(positions):
+        tiny_model.zero_grad(set_to_none=True)
+        out = policy_forward(tiny_model, ids, attn, temperature=0.7, value_head=head, with_entropy=True,
+                             positions=positions)
+        loss = masked_mean(out["logp"] * 1.3 + out["entropy"] * 0.1, mask)
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in tiny_model.named_parameters() if p.grad is not None}
+        return out, grads
+
+    dense, dense_grads = run(None)
+    sparse, sparse_grads = run(mask)
+    for key in ("logp", "entropy"):
+        torch.testing.assert_close(sparse[key] * mask, dense[key] * mask, rtol=1e-5, atol=1e-5)
+        assert torch.all(sparse[key][mask == 0] == 0)  # nothing computed off the policy's tokens
+    torch.testing.assert_close(sparse["values"], dense["values"])
+    assert dense_grads.keys() == sparse_grads.keys() and dense_grads
+    for name, grad in dense_grads.items():
+        torch.testing.assert_close(sparse_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
