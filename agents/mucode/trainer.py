@@ -239,7 +239,9 @@ class MuCodeTrainer:
                 policy, cfg.env_id,
                 BoNConfig(n=vs.n, selector=vs.selector, max_turns=vs.max_turns, temperature=vs.temperature,
                           max_new_tokens=vs.max_new_tokens, seed=derive_seed(cfg.seed, "validation"),
-                          progress=cfg.progress, ray=cfg.ray),
+                          progress=cfg.progress, ray=cfg.ray,
+                          # as many episodes in flight as the rollouts: continuous play against a server
+                          max_live=cfg.rollout.max_live_episodes),
                 verifier=verifier, problem_ids=problem_ids, split=vs.split, **env_kw,
             )
         out = {"stage": "validation", "iteration": it, **res.to_dict()}
