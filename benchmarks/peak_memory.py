@@ -54,6 +54,16 @@ def sample_peak(child: subprocess.Popen, every: float, on_sample: Callable[[int]
     return peak
 
 
+def run_sampled(cmd: list[str], every: float, name: str) -> int:
+    """Run ``cmd`` (its stdout to our stderr: a benchmark's stdout carries only its table) and
+    return its tree's peak resident memory; exit with a message naming ``name`` if it fails."""
+    child = subprocess.Popen(cmd, stdout=sys.stderr)
+    peak = sample_peak(child, every)
+    if child.returncode != 0:
+        raise SystemExit(f"{name} failed (exit {child.returncode})")
+    return peak
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--every", type=float, default=1.0, help="sampling period in seconds (default: %(default)s)")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -110,14 +109,11 @@ def run_variant(args: argparse.Namespace) -> int:
 
 def measure(args: argparse.Namespace, variant: str, out: Path) -> dict:
     """Run one variant in a child process, sampling its resident memory."""
-    from benchmarks.peak_memory import sample_peak
+    from benchmarks.peak_memory import run_sampled
 
     cmd = [sys.executable, __file__, "--episodes", args.episodes, "--model", args.model, "--segments",
            str(args.segments), "--threads", str(args.threads), "--run-variant", variant, "--out", str(out)]
-    child = subprocess.Popen(cmd, stdout=sys.stderr)  # stdout carries only the table
-    peak = sample_peak(child, 0.25)
-    if child.returncode != 0:
-        raise SystemExit(f"variant {variant} failed (exit {child.returncode})")
+    peak = run_sampled(cmd, 0.25, f"variant {variant}")
     return {"variant": variant, **json.loads(out.read_text()), "peak_gib": peak / 2**30}
 
 

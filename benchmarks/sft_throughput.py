@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -81,17 +80,14 @@ def measure(args: argparse.Namespace, variant: str, out: Path) -> dict:
     """Run one variant in a child process, sampling its resident memory, and read its statistics."""
     from agents.training.precision import resolve_bf16
     from agents.training.sft import read_train_stats
-    from benchmarks.peak_memory import sample_peak
+    from benchmarks.peak_memory import run_sampled
 
     cmd = [sys.executable, __file__, "--examples", args.examples, "--limit", str(args.limit),
            "--threads", str(args.threads), "--run-variant", variant, "--out", str(out)]
     if args.generator:
         cmd += ["--generator", args.generator]
     started = time.monotonic()
-    child = subprocess.Popen(cmd, stdout=sys.stderr)  # stdout carries only the table
-    peak = sample_peak(child, 0.5)
-    if child.returncode != 0:
-        raise SystemExit(f"variant {variant} failed (exit {child.returncode})")
+    peak = run_sampled(cmd, 0.5, f"variant {variant}")
     stats = read_train_stats(out)
     _, cfg = sft_config(variant, args.generator)
     return {"variant": variant, "per_device": cfg.per_device_batch_size, "compact_lm_head": cfg.compact_lm_head,
