@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
 from agents.records import Trajectory, TurnRecord
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "ppo_update.py"
-
 
 @pytest.fixture
-def bench_module():
-    spec = importlib.util.spec_from_file_location("ppo_update", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench_module(load_benchmark):
+    return load_benchmark("ppo_update")
 
 
 def _episodes(tmp_path) -> Path:

@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
 from agents.policy import Generation
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "rollout_throughput.py"
-
 
 @pytest.fixture
-def bench_module():
-    spec = importlib.util.spec_from_file_location("rollout_throughput", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench_module(load_benchmark):
+    return load_benchmark("rollout_throughput")
 
 
 class RecordingPolicy:
