@@ -31,7 +31,7 @@ from agents.backends.spec import PolicySpec
 from agents.episodes import Candidates, EpisodeSpec, EpisodeStats, derive_seed, play_episodes
 from agents.policy import Policy, SamplingParams
 from agents.ray_episodes import RayEpisodesConfig
-from agents.records import Trajectory
+from agents.records import Trajectory, jsonable
 from mucode_env.metrics import accuracy_by_turn
 
 __all__ = ["SELECTORS", "BoNConfig", "BoNResult", "best_of_n", "pick"]
@@ -139,12 +139,6 @@ class BoNResult:
         }
 
 
-def _record(params: SamplingParams) -> dict[str, Any]:
-    """The sampling parameters as a trajectory records them: JSON types (lists, not tuples), as a
-    stored trajectory reads back, so that resumed and fresh episodes compare equal."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(params).items()}
-
-
 def _verifier_name(verifier: Any) -> str | None:
     """How a stored run names its verifier: its checkpoint path where it has one."""
     if verifier is None:
@@ -222,7 +216,7 @@ def best_of_n(
         env_kwargs["sandbox"] = sandbox
     specs = [EpisodeSpec(p.id) for p in problems]
     store = None
-    done: dict[Any, Trajectory] = {}
+    done: dict[tuple[str, int], Trajectory] = {}
     if store_dir is not None:
         from agents.episode_store import EpisodeStore
 
@@ -262,8 +256,9 @@ def best_of_n(
                 score_fn=score_fn if config.n > 1 and config.selector in ("pt+lv", "lv") else None,
                 max_live=config.max_live, on_done=finished,
                 on_round=None if store is None else (lambda _: store.maybe_flush()),
-                stats=stats, env_id=env_id, seed=rseed, sampling_record=_record(config.sampling(rseed)),
-                policy_name=policy_name, progress=config.progress, progress_total=len(specs),
+                stats=stats, env_id=env_id, seed=rseed,
+                sampling_record=jsonable(asdict(config.sampling(rseed))), policy_name=policy_name,
+                progress=config.progress, progress_total=len(specs),
                 progress_desc=f"episodes (N={config.n}, {config.selector})",
             )
             ids, pending = [i for i, _ in todo], [spec for _, spec in todo]

@@ -13,7 +13,7 @@ The trajectory table is a Hugging Face ``datasets`` Parquet table (:func:`write_
 :func:`load_trajectories`).
 
 >>> store = EpisodeStore("runs/x/episodes", {"env_id": "MuCode-MBPP-v0", "seed": 0})  # doctest: +SKIP
->>> done = store.load(lambda t: (t.problem_id, t.sample_index))  # doctest: +SKIP
+>>> done = store.load()  # {(problem_id, sample_index): trajectory}  # doctest: +SKIP
 >>> store.add(trajectory); store.flush()  # doctest: +SKIP
 """
 
@@ -23,13 +23,13 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from agents.policy import SamplingParams
-from agents.records import Trajectory, TurnRecord
+from agents.records import Trajectory, TurnRecord, jsonable
 from mucode_env.atomic import atomic_dir, atomic_path, write_text_atomic
 
 __all__ = ["EpisodeStore", "load_trajectories", "trajectory_features", "write_trajectories"]
@@ -57,7 +57,7 @@ class EpisodeStore:
         if shard_size < 1 or interval_s <= 0:
             raise ValueError(f"shard_size must be >= 1 and interval_s > 0, got {shard_size}, {interval_s}")
         self.directory = Path(directory)
-        self.identity = json.loads(json.dumps(identity, default=repr))  # what a reload compares
+        self.identity = jsonable(identity)  # what a reload of the manifest compares
         self.shard_size = shard_size
         self.interval_s = interval_s
         self._manifest = self.directory / manifest
@@ -76,12 +76,7 @@ class EpisodeStore:
     def read(directory: str | os.PathLike) -> list[Trajectory]:
         """Every episode saved under ``directory`` (one per ``(problem_id, sample_index)``), without
         checking an identity: for readers of a finished run. Empty if there are none."""
-        shards = sorted((Path(directory) / _SHARDS).glob("shard-*.parquet"))
-        seen: dict[tuple[str, int], Trajectory] = {}
-        for shard in shards:
-            for traj in load_trajectories(shard):
-                seen.setdefault((traj.problem_id, traj.sample_index), traj)
-        return list(seen.values())
+        return list(_read_shards(Path(directory) / _SHARDS).values())
 
     def _check_manifest(self) -> None:
         if self._manifest.is_file():
@@ -98,19 +93,12 @@ class EpisodeStore:
         write_text_atomic(self._manifest, json.dumps(
             {"identity": self.identity, **self._extra, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=2))
 
-    def load(self, key: Callable[[Trajectory], Hashable] | None = None) -> dict[Hashable, Trajectory]:
-        """The stored episodes by ``key`` (default: ``(problem_id, sample_index)``); the first copy
-        wins should a key appear twice. Temporary files of an interrupted write are removed."""
-        key = key or (lambda t: (t.problem_id, t.sample_index))
-        out: dict[Hashable, Trajectory] = {}
-        if not self.shard_dir.is_dir():
-            return out
+    def load(self) -> dict[tuple[str, int], Trajectory]:
+        """The stored episodes by ``(problem_id, sample_index)`` (the first copy wins should one
+        appear twice). Temporary files of an interrupted write are removed."""
         for stale in self.shard_dir.glob(".*.tmp"):
             stale.unlink(missing_ok=True)
-        for shard in sorted(self.shard_dir.glob("shard-*.parquet")):
-            for traj in load_trajectories(shard):
-                out.setdefault(key(traj), traj)
-        return out
+        return _read_shards(self.shard_dir)
 
     def add(self, traj: Trajectory) -> None:
         """Buffer a finished episode; a shard is written when the buffer is full or old."""
@@ -134,6 +122,14 @@ class EpisodeStore:
             _write_parquet([t.to_row() for t in self._buffer], tmp)
         self._count += 1
         self._buffer = []
+
+
+def _read_shards(shard_dir: Path) -> dict[tuple[str, int], Trajectory]:
+    out: dict[tuple[str, int], Trajectory] = {}
+    for shard in sorted(shard_dir.glob("shard-*.parquet")):
+        for traj in load_trajectories(shard):
+            out.setdefault((traj.problem_id, traj.sample_index), traj)
+    return out
 
 
 # ---- the trajectory table -----------------------------------------------------------------------

@@ -320,29 +320,15 @@ def play_episodes(
                 env = free_envs.pop() if free_envs else env_factory()
                 obs, _ = env.reset(options={"problem_id": spec.problem_id})
                 live.append(_Live(index, spec, env, obs))
-            params = sampling(call)
-            if params.n != n:
-                params = SamplingParams(**{**asdict(params), "n": n})
             chats = [to_messages(ep.obs) for ep in live]
             bar.start_turn(call, len(chats) * n)
             t0 = time.perf_counter()
-            extra: dict[str, Any] = {}
+            extra = _episode_keywords(keywords, live, ids, seed)
             if "progress" in keywords:
                 extra["progress"] = bar.generated
-            if "episodes" in keywords:
-                extra["episodes"] = [ids[ep.index] for ep in live]
-            if "seeds" in keywords:
-                extra["seeds"] = [episode_seed(seed, ep.spec.problem_id, ep.spec.sample_index, len(ep.turns))
-                                  for ep in live]
-            gens = policy.generate(chats, params, **extra)
+            gens = policy.generate(chats, _with_n(sampling(call), n), **extra)
             stats.generation_s += time.perf_counter() - t0
-            if len(gens) != len(chats) or any(len(g) != n for g in gens):
-                raise ValueError(f"policy {name} returned {[len(g) for g in gens]} generations for {len(chats)} "
-                                 f"chats with n={n}")
-            stats.generation_calls += 1
-            stats.generations += sum(len(g) for g in gens)
-            stats.prompt_tokens += sum(g.prompt_tokens for gs in gens for g in gs)
-            stats.completion_tokens += sum(g.completion_tokens for gs in gens for g in gs)
+            _count_generations(stats, gens, len(chats), n, name)
             picks = [0] * len(live) if n == 1 else _select(live, ids, gens, select, score_fn, stats)
             actions = [gens[k][picks[k]] for k in range(len(live))]
             t0 = time.perf_counter()
@@ -351,20 +337,13 @@ def play_episodes(
             still: list[_Live] = []
             for ep, g, (obs, reward, terminated, truncated, info) in zip(live, actions, steps):
                 stats.executions += int(bool(info["code"].strip()))  # turns without code are not run
-                ep.turns.append(TurnRecord(
-                    response=g.text, code=info["code"], feedback=info["feedback"],
-                    public_passed=bool(info["public_passed"]), private_passed=bool(info["private_passed"]),
-                    status=str(info["status"]), prompt_tokens=int(g.prompt_tokens),
-                    completion_tokens=int(g.completion_tokens),
-                ))
+                ep.turns.append(_turn_record(g, info))
                 ep.obs = obs
                 if on_turn is not None:
                     on_turn(StepOutcome(ids[ep.index], ep.spec, g, obs, float(reward), bool(terminated),
                                         bool(truncated), info))
                 if terminated or truncated:
-                    traj = Trajectory(problem_id=ep.spec.problem_id, env_id=env_id, prompt=obs["prompt"],
-                                      turns=ep.turns, sample_index=ep.spec.sample_index, seed=seed,
-                                      sampling=dict(record), policy_name=name)
+                    traj = _trajectory(ep, env_id, seed, record, name)
                     done[ep.index] = traj
                     stats.episodes += 1
                     free_envs.append(ep.env)
@@ -400,72 +379,48 @@ def _play_continuous(policy: Policy, env_factory: Callable[[], Any], specs: Sequ
     from mucode_env import step_batch, to_messages
 
     lock = threading.Lock()
-    scoring = threading.Lock()  # one verifier call at a time (a model with its own threads)
+    # one verifier call at a time (a model with its own threads)
+    scorer = None if score_fn is None else _serialised(score_fn, threading.Lock())
     queue = list(reversed(list(enumerate(specs))))
     free_envs: list[Any] = []
     all_envs: list[Any] = []
     done: list[Trajectory | None] = [None] * len(specs)
     stop = threading.Event()
-    in_flight = {"generations": 0, "tokens": 0}
+    in_flight = [0]  # generate calls waiting for their answer
 
     def play_one(index: int, spec: EpisodeSpec, env: Any) -> None:
-        obs, _ = env.reset(options={"problem_id": spec.problem_id})
-        turns: list[TurnRecord] = []
+        ep = _Live(index, spec, env, env.reset(options={"problem_id": spec.problem_id})[0])
         while not stop.is_set():
-            params = sampling(len(turns))
-            if params.n != n:
-                params = SamplingParams(**{**asdict(params), "n": n})
-            extra: dict[str, Any] = {}
-            if "episodes" in keywords:
-                extra["episodes"] = [ids[index]]
-            if "seeds" in keywords:
-                extra["seeds"] = [episode_seed(seed, spec.problem_id, spec.sample_index, len(turns))]
             with lock:
-                in_flight["generations"] += 1
-                bar.in_flight(in_flight["generations"], in_flight["tokens"])
-            gens = policy.generate([to_messages(obs)], params, **extra)
-            if len(gens) != 1 or len(gens[0]) != n:
-                raise ValueError(f"policy {name} returned {[len(g) for g in gens]} generations for 1 chat with n={n}")
+                in_flight[0] += 1
+                bar.in_flight(in_flight[0], stats.completion_tokens)
+            gens = policy.generate([to_messages(ep.obs)], _with_n(sampling(len(ep.turns)), n),
+                                   **_episode_keywords(keywords, [ep], ids, seed))
             part = EpisodeStats()  # what this turn adds, merged under the lock
-            choice = 0
-            if n > 1:
-                scorer = None if score_fn is None else _serialised(score_fn, scoring)
-                live = _Live(index, spec, env, obs, turns)
-                choice = _select([live], ids, gens, select, scorer, part)[0]
+            _count_generations(part, gens, 1, n, name)
+            choice = 0 if n == 1 else _select([ep], ids, gens, select, scorer, part)[0]
             g = gens[0][choice]
             t0 = time.perf_counter()
             ((obs, reward, terminated, truncated, info),) = step_batch([env], [g.text])
-            executed = time.perf_counter() - t0
-            turns.append(TurnRecord(
-                response=g.text, code=info["code"], feedback=info["feedback"],
-                public_passed=bool(info["public_passed"]), private_passed=bool(info["private_passed"]),
-                status=str(info["status"]), prompt_tokens=int(g.prompt_tokens),
-                completion_tokens=int(g.completion_tokens),
-            ))
+            part.execution_s += time.perf_counter() - t0
+            part.executions += int(bool(info["code"].strip()))  # turns without code are not run
+            ep.turns.append(_turn_record(g, info))
+            ep.obs = obs
             finished = terminated or truncated
             with lock:
-                in_flight["generations"] -= 1
-                in_flight["tokens"] += sum(int(x.completion_tokens) for x in gens[0])
+                in_flight[0] -= 1
                 stats.add(part)
-                stats.generation_calls += 1
-                stats.generations += n
-                stats.prompt_tokens += sum(int(x.prompt_tokens) for x in gens[0])
-                stats.completion_tokens += sum(int(x.completion_tokens) for x in gens[0])
-                stats.execution_s += executed
-                stats.executions += int(bool(info["code"].strip()))
                 if on_turn is not None:
                     on_turn(StepOutcome(ids[index], spec, g, obs, float(reward), bool(terminated), bool(truncated),
                                         info))
                 if finished:
-                    traj = Trajectory(problem_id=spec.problem_id, env_id=env_id, prompt=obs["prompt"], turns=turns,
-                                      sample_index=spec.sample_index, seed=seed, sampling=dict(record),
-                                      policy_name=name)
+                    traj = _trajectory(ep, env_id, seed, record, name)
                     done[index] = traj
                     stats.episodes += 1
                     bar.finished()
                     if on_done is not None:
                         on_done(traj)
-                bar.in_flight(in_flight["generations"], in_flight["tokens"])
+                bar.in_flight(in_flight[0], stats.completion_tokens)
                 if on_round is not None:
                     on_round(stats)
             if finished:
@@ -514,6 +469,47 @@ def _play_continuous(policy: Policy, env_factory: Callable[[], Any], specs: Sequ
         stats.generation_s += elapsed
         stats.wall_s += elapsed
     return done  # type: ignore[return-value]
+
+
+def _with_n(params: SamplingParams, n: int) -> SamplingParams:
+    """``params`` asking for ``n`` samples per chat."""
+    return params if params.n == n else SamplingParams(**{**asdict(params), "n": n})
+
+
+def _episode_keywords(keywords: set[str], live: Sequence[_Live], ids: list[int], seed: int) -> dict[str, Any]:
+    """The optional ``generate`` keywords the policy takes (see :func:`_optional_keywords`) for
+    these episodes' chats: their indices in the run and their per-episode seeds."""
+    extra: dict[str, Any] = {}
+    if "episodes" in keywords:
+        extra["episodes"] = [ids[ep.index] for ep in live]
+    if "seeds" in keywords:
+        extra["seeds"] = [episode_seed(seed, ep.spec.problem_id, ep.spec.sample_index, len(ep.turns)) for ep in live]
+    return extra
+
+
+def _count_generations(stats: EpisodeStats, gens: list[list[Generation]], chats: int, n: int, name: str) -> None:
+    """Check a ``generate`` answer's shape and count it."""
+    if len(gens) != chats or any(len(g) != n for g in gens):
+        raise ValueError(f"policy {name} returned {[len(g) for g in gens]} generations for {chats} chats with n={n}")
+    stats.generation_calls += 1
+    stats.generations += sum(len(g) for g in gens)
+    stats.prompt_tokens += sum(g.prompt_tokens for gs in gens for g in gs)
+    stats.completion_tokens += sum(g.completion_tokens for gs in gens for g in gs)
+
+
+def _turn_record(g: Generation, info: dict) -> TurnRecord:
+    """The executed turn as a trajectory keeps it."""
+    return TurnRecord(
+        response=g.text, code=info["code"], feedback=info["feedback"],
+        public_passed=bool(info["public_passed"]), private_passed=bool(info["private_passed"]),
+        status=str(info["status"]), prompt_tokens=int(g.prompt_tokens), completion_tokens=int(g.completion_tokens),
+    )
+
+
+def _trajectory(ep: _Live, env_id: str, seed: int, record: dict[str, Any], name: str) -> Trajectory:
+    """A finished episode's record."""
+    return Trajectory(problem_id=ep.spec.problem_id, env_id=env_id, prompt=ep.obs["prompt"], turns=ep.turns,
+                      sample_index=ep.spec.sample_index, seed=seed, sampling=dict(record), policy_name=name)
 
 
 def _serialised(score_fn: ScoreFn, lock: Any) -> ScoreFn:

@@ -360,7 +360,8 @@ class RayEpisodes:
 
         def submit(slot: ActorSlot, chunk: int) -> Any:
             self.stats["chunks"] += 1
-            return slot.handle.play.remote([task_ref], [specs[i] for i in chunks[chunk]], [ids[i] for i in chunks[chunk]])
+            members = chunks[chunk]
+            return slot.handle.play.remote([task_ref], [specs[i] for i in members], [ids[i] for i in members])
 
         def on_result(chunk: int, value: tuple[list[Trajectory], EpisodeStats]) -> None:
             trajs, chunk_stats = value

@@ -6,6 +6,7 @@ these dataclasses are the typed view used in code.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -54,3 +55,16 @@ class Trajectory:
         row = dict(row)
         row["turns"] = [TurnRecord(**t) for t in row["turns"]]
         return cls(**row)
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` in plain JSON types (mappings with string keys, lists for tuples, ``repr`` of
+    anything else), as a stored record or manifest reads back: fresh and resumed records then
+    compare equal."""
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return repr(value)

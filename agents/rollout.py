@@ -25,7 +25,7 @@ from agents.episodes import EpisodeSpec, EpisodeStats, derive_seed, play_episode
 from agents.policy import Policy, SamplingParams
 from agents.ray_episodes import RayEpisodesConfig
 from agents.episode_store import EpisodeStore, load_trajectories, trajectory_features, write_trajectories
-from agents.records import Trajectory
+from agents.records import Trajectory, jsonable
 from mucode_env.atomic import write_json_atomic
 
 __all__ = [
@@ -130,8 +130,8 @@ class RolloutConfig:
             "split": self.split,
             "max_turns": self.max_turns,
             "seed": self.seed,
-            "sampling": _jsonable(asdict(self.sampling)),
-            "env_kwargs": _jsonable(env_kwargs),
+            "sampling": jsonable(asdict(self.sampling)),
+            "env_kwargs": jsonable(env_kwargs),
         }
         return out
 
@@ -213,7 +213,7 @@ def run_rollouts(policy: Policy | PolicySpec, config: RolloutConfig,
         sampling=lambda call: replace(sampling, seed=derive_seed("rollout", seed, call)),
         max_live=config.max_live_episodes, on_done=finished,
         on_round=lambda _: store.maybe_flush() if store is not None else None,
-        stats=stats, env_id=config.env_id, seed=config.seed, sampling_record=_jsonable(asdict(config.sampling)),
+        stats=stats, env_id=config.env_id, seed=config.seed, sampling_record=jsonable(asdict(config.sampling)),
         progress=config.progress, progress_total=len(problem_ids) * config.n, continuous=config.continuous,
         progress_desc=f"rollouts {config.env_id}",
     )
@@ -240,13 +240,3 @@ def run_rollouts(policy: Policy | PolicySpec, config: RolloutConfig,
         write_trajectories(trajectories, out / _FINAL)
         write_json_atomic(out / "stats.json", stats.to_dict())
     return RolloutResult(trajectories, stats, problem_ids, out)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return repr(value)
