@@ -92,7 +92,7 @@ class VerifierConfig:
     score_batch_size: int = 16
     progress: bool = True
     # a resumable checkpoint every this many optimizer steps, beside the output (None: never);
-    # see agents.training.sft.ResumableRun
+    # see agents.training.checkpoints.ResumableRun
     checkpoint_steps: int | None = None
 
     def __post_init__(self) -> None:
@@ -425,14 +425,10 @@ def train_verifier(
         "prompts": prompt_counts,
         "config": asdict(config),
     }
-    # checkpoints are resumed only by a run on the same trajectories, base model and settings
-    identity = {"base": str(base), "trajectories": [t.to_row() for t in trajectories],
-                "config": {k: v for k, v in asdict(config).items() if k not in ("progress", "logging_steps")}}
-    run = ResumableRun(output_dir, identity, enabled=config.checkpoint_steps is not None)
-    resume = run.last_checkpoint()
+    run = ResumableRun(output_dir, config, base, [t.to_row() for t in trajectories])
     with rank_output_dir(output_dir) as tmp:
         trained = False
-        trainer_dir = run.prepare() if run.enabled else tmp / "trainer"
+        trainer_dir = run.trainer_dir(tmp)
         if config.loss == "bt":
             rows = build_pairs(trajectories, config.pairs_per_prompt, config.seed)
             stats["n_pairs"] = len(rows)
@@ -440,7 +436,7 @@ def train_verifier(
                 from trl import RewardConfig
 
                 args = RewardConfig(max_length=config.max_length,
-                                    **common_training_args(config, trainer_dir, config.checkpoint_steps))
+                                    **common_training_args(config, trainer_dir))
                 trainer = _bt_trainer_cls()(
                     model=model,
                     args=args,
@@ -467,7 +463,7 @@ def train_verifier(
                 from transformers import TrainingArguments
 
                 args = TrainingArguments(remove_unused_columns=False,
-                                         **common_training_args(config, trainer_dir, config.checkpoint_steps))
+                                         **common_training_args(config, trainer_dir))
                 trainer = _bce_trainer_cls()(
                     model=model,
                     args=args,
@@ -477,12 +473,10 @@ def train_verifier(
                 )
                 trained = True
         if trained:
-            if resume is not None:
-                logger.info("train_verifier: resuming from %s", resume)
             t0 = time.perf_counter()
-            result = trainer.train(resume_from_checkpoint=resume)
+            result = trainer.train(resume_from_checkpoint=run.checkpoint)
             train_s = time.perf_counter() - t0
-            stats["resumed_from_step"] = int(resume.rsplit("-", 1)[-1]) if resume is not None else 0
+            stats["resumed_from_step"] = run.resumed_step
             stats.update(
                 train_s=train_s,
                 train_tokens=n_tokens * config.epochs,

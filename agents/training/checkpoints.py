@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -28,18 +29,33 @@ class ResumableRun:
     """The checkpoints of one training run, kept beside its output (``<output>.checkpoints``) so
     that a stage killed mid-training resumes from its last checkpoint instead of from step 0.
 
-    ``identity`` (the data, the configuration, the base model) is written with them: checkpoints
-    of another run (the examples changed) are discarded, with a warning, rather than resumed.
+    Checkpoints are kept when ``config.checkpoint_steps`` is set (``SFTRunConfig``,
+    ``VerifierConfig``). The run's identity (the base model, the training ``data`` and the
+    settings that shape training) is written with them: checkpoints of another run (the examples
+    changed) are discarded, with a warning, rather than resumed.
+
+    Attributes:
+        checkpoint: the checkpoint to resume from (``trainer.train(resume_from_checkpoint=...)``),
+            None to start at step 0.
     """
 
-    def __init__(self, output_dir: str | os.PathLike, identity: Any, enabled: bool) -> None:
+    def __init__(self, output_dir: str | os.PathLike, config: Any, base: str | os.PathLike, data: Any) -> None:
         out = Path(output_dir)
         self.dir = out.parent / f"{out.name}.checkpoints"
-        self.enabled = enabled
+        self.enabled = getattr(config, "checkpoint_steps", None) is not None
+        shape = {k: v for k, v in asdict(config).items() if k not in ("progress", "logging_steps")}
+        identity = {"base": str(base), "data": data, "config": shape}
         self.digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+        self.checkpoint = self._last_checkpoint()
+        if self.checkpoint is not None:
+            logger.info("resuming from %s", self.checkpoint)
 
-    def last_checkpoint(self) -> str | None:
-        """The checkpoint to resume from (None: start at step 0); stale ones are removed."""
+    @property
+    def resumed_step(self) -> int:
+        """The optimizer step of the checkpoint resumed from (0: none)."""
+        return int(self.checkpoint.rsplit("-", 1)[-1]) if self.checkpoint is not None else 0
+
+    def _last_checkpoint(self) -> str | None:
         if not self.enabled or not self.dir.is_dir():
             return None
         marker = self.dir / "identity.sha256"
@@ -52,9 +68,12 @@ class ResumableRun:
 
         return get_last_checkpoint(str(self.dir))
 
-    def prepare(self) -> Path:
-        """The directory the trainer writes its checkpoints to, marked with this run's identity."""
-        if self.enabled and is_main_process():
+    def trainer_dir(self, scratch: Path) -> Path:
+        """Where the trainer writes: the checkpoint directory, marked with this run's identity,
+        when checkpoints are kept; else ``scratch/trainer`` (discarded with the scratch)."""
+        if not self.enabled:
+            return scratch / "trainer"
+        if is_main_process():
             self.dir.mkdir(parents=True, exist_ok=True)
             (self.dir / "identity.sha256").write_text(self.digest + "\n")
         return self.dir

@@ -151,20 +151,20 @@ def _chat_len(tok, messages: list[dict[str, str]]) -> int:
 # ----------------------------------------------------------------------------- finetune
 
 
-def common_training_args(config: Any, output_dir: Path, checkpoint_steps: int | None = None) -> dict[str, Any]:
+def common_training_args(config: Any, output_dir: Path) -> dict[str, Any]:
     """TrainingArguments shared by generator fine-tuning and verifier training.
 
     ``config`` is an :class:`SFTRunConfig` or a ``VerifierConfig`` (they share these fields).
-    The trained model is saved by the caller, atomically; with ``checkpoint_steps`` the trainer
-    also keeps its last resumable checkpoint in ``output_dir`` (see
+    The trained model is saved by the caller, atomically; with ``config.checkpoint_steps`` the
+    trainer also keeps its last resumable checkpoint in ``output_dir`` (see
     :class:`agents.training.checkpoints.ResumableRun`).
     Logging goes nowhere external, and the data order is seeded.
     """
     import torch
 
     saving: dict[str, Any] = {"save_strategy": "no"}
-    if checkpoint_steps is not None:
-        saving = {"save_strategy": "steps", "save_steps": checkpoint_steps, "save_total_limit": 1}
+    if config.checkpoint_steps is not None:
+        saving = {"save_strategy": "steps", "save_steps": config.checkpoint_steps, "save_total_limit": 1}
     return dict(
         output_dir=str(output_dir),
         learning_rate=config.learning_rate,
@@ -258,15 +258,10 @@ def finetune(
             task_type="CAUSAL_LM",
         )
 
-    # what a checkpoint must have been made from to be resumed (not how fast or verbosely it runs)
-    identity = {"base": str(base), "rows": rows,
-                "config": {k: v for k, v in asdict(config).items() if k not in ("progress", "logging_steps")}}
-    run = ResumableRun(output_dir, identity, enabled=config.checkpoint_steps is not None)
-    resume = run.last_checkpoint()
+    run = ResumableRun(output_dir, config, base, rows)
     with rank_output_dir(output_dir) as tmp:
-        trainer_dir = run.prepare() if run.enabled else tmp / "trainer"
         args = SFTConfig(max_length=config.max_length, completion_only_loss=True, packing=False,
-                         **common_training_args(config, trainer_dir, config.checkpoint_steps))
+                         **common_training_args(config, run.trainer_dir(tmp)))
         trainer = SFTTrainer(
             model=model,
             args=args,
@@ -274,11 +269,9 @@ def finetune(
             processing_class=tok,
             peft_config=peft_config,
         )
-        if resume is not None:
-            logger.info("finetune: resuming from %s", resume)
         t0 = time.perf_counter()
         with compact_lm_head() if config.compact_lm_head else nullcontext():
-            result = trainer.train(resume_from_checkpoint=resume)
+            result = trainer.train(resume_from_checkpoint=run.checkpoint)
         train_s = time.perf_counter() - t0
         save_trained_model(trainer, tmp, lora=config.lora, base_model=base, torch_dtype=dtype)
         del trainer, model
@@ -286,9 +279,8 @@ def finetune(
             return Path(output_dir)
         tok.save_pretrained(tmp)
         shutil.rmtree(tmp / "trainer", ignore_errors=True)
-        resumed_step = int(resume.rsplit("-", 1)[-1]) if resume is not None else 0
         # this process trained only the steps after the checkpoint it resumed from
-        trained_tokens = n_tokens * config.epochs * (1 - resumed_step / max(1, int(result.global_step)))
+        trained_tokens = n_tokens * config.epochs * (1 - run.resumed_step / max(1, int(result.global_step)))
         write_train_stats(
             tmp,
             {
@@ -302,7 +294,7 @@ def finetune(
                 "train_tokens_per_s": trained_tokens / train_s if train_s > 0 else None,
                 "train_loss": float(result.training_loss),
                 "global_steps": int(result.global_step),
-                "resumed_from_step": resumed_step,
+                "resumed_from_step": run.resumed_step,
                 "world_size": world_size(),
                 "config": asdict(config),
             },
