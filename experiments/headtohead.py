@@ -80,8 +80,13 @@ class HeadToHeadConfig:
     max_live_episodes: int = 64
 
     @property
+    def n_train_problems(self) -> int:
+        """The MBPP train problems used (all 374 of the paper's train split by default)."""
+        return self.train_problems or 374
+
+    @property
     def episodes_per_iteration(self) -> int:
-        return (self.train_problems or 374) * self.rollouts_per_problem
+        return self.n_train_problems * self.rollouts_per_problem
 
     def train_preset(self) -> Path:
         """The µCODE/RFT training configuration, written under ``work_dir`` (the cpu preset with
@@ -157,20 +162,23 @@ def plan(config: HeadToHeadConfig) -> str:
 
 @dataclass(frozen=True)
 class Rates:
-    """What the time budget divides by: throughputs and data sizes measured on the 2-core Zen 3
-    machine (AVX2, no bf16; vLLM float32), each with where it was measured. Generation numbers
-    are replaced by those of the committed cells once there are any.
+    """What the time budget divides by: throughputs and data sizes of the 2-core Zen 3 machine
+    (AVX2, no bf16; vLLM float32), measured where said, assumed where said. The generation
+    numbers are replaced by those of the committed cells once there are any.
 
     Attributes:
-        generation_tokens_per_s: vLLM float32, continuous play, 64 episodes in flight.
-        tokens_per_episode: completion tokens of a greedy T=3 episode (MBPP).
+        generation_tokens_per_s: vLLM float32, continuous play, 64 episodes in flight (measured
+            on the rollout benchmark's lane; the cells replace it).
+        tokens_per_episode: completion tokens of a greedy T=3 episode (assumed until cells exist).
         sft_tokens_per_s: generator LoRA fine-tuning, compact LM head (benchmarks/sft_throughput.py).
         verifier_tokens_per_s: verifier stage, SmolLM2-135M full fine-tune (one cpu iteration).
         relabeled_per_problem / tokens_per_example: µCODE's relabelled set per train problem
             (4 rollouts each) and its mean length (one cpu iteration: 35 examples of 4 problems,
             22,748 tokens).
-        verifier_tokens_per_pair / both_share: a BT pair's two sequences, and the share of train
-            problems whose rollouts hold both a pass and a fail (only those give pairs).
+        verifier_tokens_per_pair: a BT pair's two sequences (one cpu iteration: 12,506 tokens for
+            8 pairs x 2 epochs).
+        both_share: the share of train problems whose rollouts hold both a pass and a fail (only
+            those give pairs); assumed (the 4-problem cpu iteration had 1 in 4).
     """
 
     generation_tokens_per_s: float = 69.0
@@ -205,17 +213,21 @@ def measured_rates(config: HeadToHeadConfig, rates: Rates | None = None) -> Rate
 def budget(config: HeadToHeadConfig, rates: Rates | None = None) -> str:
     """Hours each part needs at the measured rates (one machine like this one, alone), so that the
     sizes can be chosen before running: generation (rollouts, validation, evaluation cells) and
-    training tokens. PPO and GRPO generate with the training model (transformers), whose rate on
-    this machine was not measured at these sizes: their generation is not estimated."""
+    training tokens. PPO and GRPO train on episodes they generate with the training model
+    (transformers), whose rate on this machine was not measured at these sizes: only their
+    evaluation is estimated."""
+    from agents.mucode import MuCodeConfig
+
     rates = measured_rates(config, rates)
-    problems = config.train_problems or 374
+    problems = config.n_train_problems
     episodes = config.episodes_per_iteration
     tpe = rates.tokens_per_episode
     gen_h = lambda tokens: tokens / rates.generation_tokens_per_s / 3600  # noqa: E731
     evaluation = sum(N_TEST.values()) * tpe * (1 + config.bon_n)  # greedy T=3 (single-turn read from it) and BoN
     validation = 90 * config.bon_n * tpe  # MBPP validation split, BoN, after every iteration
     sft = problems * rates.relabeled_per_problem * rates.tokens_per_example
-    verifier = problems * rates.both_share * 8 * rates.verifier_tokens_per_pair * 2  # cpu preset: 8 pairs, 2 epochs
+    stage = MuCodeConfig.cpu().verifier  # the pairs per prompt and epochs the training preset uses
+    verifier = problems * rates.both_share * stage.pairs_per_prompt * rates.verifier_tokens_per_pair * stage.epochs
     rows = [
         ("base", evaluation, 0.0, 0.0),
         ("mucode", config.iterations * (episodes * tpe + validation) + evaluation, config.iterations * sft,

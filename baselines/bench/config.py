@@ -14,7 +14,7 @@ from baselines.instruct import EvalSetting, paper_settings
 from mucode_env.errors import MuCodeError
 
 __all__ = ["ABLATION_AGENTS", "AGENTS", "AgentSpec", "BenchConfig", "CellKey", "MissingCheckpointError",
-           "RESULTS_DIR", "SELECTOR_LABELS", "SELECTOR_ORDER", "cell_path", "plan_cells"]
+           "RESULTS_DIR", "SELECTOR_LABELS", "SELECTOR_ORDER", "cell_path", "episodes_path", "plan_cells"]
 
 # agent name -> label in the tables
 AGENTS: dict[str, str] = {
@@ -215,5 +215,10 @@ def plan_cells(config: BenchConfig) -> list[CellKey]:
 
 def cell_path(run_dir: str | os.PathLike, key: CellKey) -> Path:
     return Path(run_dir) / RESULTS_DIR / key.env_id / f"{key.slug}.json"
+
+
+def episodes_path(config: BenchConfig, key: CellKey) -> Path:
+    """Where ``key``'s finished episodes are saved while it runs (and kept after)."""
+    return config.episodes_root / key.env_id / key.slug
 
 

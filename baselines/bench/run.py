@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from baselines.bench.config import (AGENTS, AgentSpec, BenchConfig, CellKey, MissingCheckpointError, cell_path,
-                                    plan_cells)
+                                    episodes_path, plan_cells)
 from agents.models.convert import resolve_run
 from baselines.bench.render import write_tables
 from baselines.instruct import EvalSetting
@@ -170,7 +170,7 @@ class _DefaultEvaluator:
         if config.data_dir is not None:
             env_kwargs["data_dir"] = config.data_dir
         # the cell's finished episodes are saved as they finish: a killed run resumes the cell
-        store = config.episodes_root / env_id / CellKey(spec.name, setting, env_id).slug
+        store = episodes_path(config, CellKey(spec.name, setting, env_id))
         res = evaluate_setting(self._policy, env_id, setting, verifier=verifier,
                                problem_ids=self.problem_ids(env_id, config), temperature=config.temperature,
                                max_new_tokens=config.max_new_tokens, repeats=config.repeats, seed=config.seed,
@@ -216,12 +216,15 @@ def _single_turn_sources(cells: list[CellKey]) -> dict[CellKey, CellKey]:
     return out
 
 
-def _first_turns(store: Path, source: Mapping[str, Any]) -> dict[str, Any]:
+def _first_turns(store: Path, source: Mapping[str, Any]) -> dict[str, Any] | None:
     """A single-turn greedy result from the saved episodes of a multi-turn greedy cell: each
-    problem's score is its first turn's oracle (averaged over repeats)."""
+    problem's score is its first turn's oracle (averaged over repeats). None if it saved none (a
+    cell made before episodes were kept): the single-turn cell is then generated."""
     from agents.episode_store import EpisodeStore
 
     episodes = EpisodeStore.read(store)
+    if not episodes:
+        return None
     scores: dict[str, list[float]] = {}
     for traj in episodes:
         scores.setdefault(traj.problem_id, []).append(traj.turns[0].reward if traj.turns else 0.0)
@@ -279,10 +282,8 @@ def run_bench(config: BenchConfig, *, evaluate_fn: EvaluateFn | None = None,
                 evaluate.close()  # one heavy thing at a time: no generation server while an agent trains
             specs[key.agent] = resolve_agent(key.agent, config, train_fn)
         t0 = time.perf_counter()
-        episodes = config.episodes_root / key.env_id / sources[key].slug if key in sources else None
-        if episodes is not None and (episodes / "shards").is_dir():
-            raw = _first_turns(episodes, done[sources[key]])
-        else:  # no saved episodes to read (a cell made before they were kept): generate
+        raw = _first_turns(episodes_path(config, sources[key]), done[sources[key]]) if key in sources else None
+        if raw is None:
             raw = evaluate(specs[key.agent], key.setting, key.env_id, config)
         cell = _finish_cell(key, specs[key.agent], raw, config, time.perf_counter() - t0)
         write_json_atomic(path, cell, default=str)
