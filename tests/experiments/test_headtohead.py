@@ -112,3 +112,22 @@ def test_the_budget_uses_the_committed_cells_rates_and_scales_with_the_sizes(h2h
     # the base part: all 664 test problems, greedy and BoN N=5, at 250 tokens an episode and 50 tokens/s
     assert float(h_small["base"]) == pytest.approx(664 * 250 * 6 / 50 / 3600, abs=0.05)
     assert h_small["ppo"].endswith("+ training")
+
+
+def test_every_invocation_is_logged_with_its_status_machine_and_sizes(h2h, tmp_path, monkeypatch):
+    config = h2h.HeadToHeadConfig(results_dir=str(tmp_path / "results"), work_dir=str(tmp_path / "w"))
+    calls = []
+
+    def part(name, cfg, *, bon):
+        calls.append(name)
+        if name == "rft":
+            raise KeyboardInterrupt  # stopped by hand mid-part
+
+    monkeypatch.setattr(h2h, "_run_part", part)
+    h2h.run_part("base", config, bon=False)
+    with pytest.raises(KeyboardInterrupt):
+        h2h.run_part("rft", config, bon=False)
+    log = [json.loads(line) for line in (tmp_path / "results" / "runs.jsonl").read_text().splitlines()]
+    assert calls == ["base", "rft"]
+    assert [(r["part"], r["status"]) for r in log] == [("base", "finished"), ("rft", "stopped")]
+    assert all(r["config"]["train_problems"] == 120 and r["cpus"] >= 1 and r["cpu"] and r["hours"] >= 0 for r in log)
