@@ -131,3 +131,17 @@ def test_every_invocation_is_logged_with_its_status_machine_and_sizes(h2h, tmp_p
     assert calls == ["base", "rft"]
     assert [(r["part"], r["status"]) for r in log] == [("base", "finished"), ("rft", "stopped")]
     assert all(r["config"]["train_problems"] == 120 and r["cpus"] >= 1 and r["cpu"] and r["hours"] >= 0 for r in log)
+
+
+def test_our_rows_sit_beside_the_papers_numbers_for_its_own_models(h2h):
+    _, greedy, bon = paper_settings(3, 5, "pt+lv")
+    found = [cell("mucode", "µCODE", "MuCode-MBPP-v0", bon, {"a": 1.0, "b": 0.0, "c": 1.0, "d": 1.0}, [0.5, 0.75]),
+             cell("ppo", "PPO (RLEF)", "MuCode-HumanEval-v0", greedy, {"a": 0.0, "b": 1.0}, [0.5, 0.5])]
+    table = h2h.paper_beside_ours(found).splitlines()
+    assert "paper, Llama-3.2-1B-Instruct, MBPP" in table[0] and "ours, Qwen2.5-Coder-0.5B, MBPP" in table[0]
+    row = {line.split("|")[1].strip() + " " + line.split("|")[2].strip(): line for line in table[2:]}
+    # ours (MBPP 75.0 on 4 problems, HumanEval not run), then the paper's 1B, 8B and Qwen-1.5B pairs
+    assert row["µCODE multi-turn+BoN"] == ("| µCODE | multi-turn+BoN | 75.0 (n=4) | not run yet | 51.1 | 41.5 | 70.6 "
+                                          "| 63.8 | 63.1 | 74.0 |")
+    assert row["PPO (RLEF) multi-turn"].endswith("| not run yet | 50.0 (n=2) | – | – | – | – | – | – |")  # not in the paper
+    assert row["Instruct single-turn"].count("not run yet") == 2 and len(table) == 2 + len(h2h.PAPER_TABLE1) + 1
