@@ -276,6 +276,18 @@ def log_run(config: HeadToHeadConfig, record: dict) -> None:
         f.write(json.dumps(record, default=str) + "\n")
 
 
+def stop_on_term() -> None:
+    """Make ``kill -TERM`` stop a part like Ctrl-C does (a part launched in the background has
+    SIGINT ignored): the generation server and training children are shut down by the same
+    paths, and the stopped invocation is logged, instead of the process vanishing mid-write."""
+    import signal
+
+    def _stop(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, _stop)
+
+
 def run_part(part: str, config: HeadToHeadConfig, *, bon: bool) -> None:
     import time
     from datetime import datetime, timezone
@@ -499,6 +511,7 @@ def main(argv=None) -> int:
         print()
         print(budget(config))
     elif args.command == "run":
+        stop_on_term()
         run_part(args.part, config, bon=args.bon)
     else:
         tables(config)

@@ -145,3 +145,20 @@ def test_our_rows_sit_beside_the_papers_numbers_for_its_own_models(h2h):
                                           "| 63.8 | 63.1 | 74.0 |")
     assert row["PPO (RLEF) multi-turn"].endswith("| not run yet | 50.0 (n=2) | – | – | – | – | – | – |")  # not in the paper
     assert row["Instruct single-turn"].count("not run yet") == 2 and len(table) == 2 + len(h2h.PAPER_TABLE1) + 1
+
+
+def test_sigterm_stops_a_part_like_ctrl_c_and_the_stop_is_logged(h2h, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    config = h2h.HeadToHeadConfig(results_dir=str(tmp_path / "results"), work_dir=str(tmp_path / "w"))
+    monkeypatch.setattr(h2h, "_run_part", lambda name, cfg, *, bon: os.kill(os.getpid(), signal.SIGTERM))
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        h2h.stop_on_term()
+        with pytest.raises(KeyboardInterrupt):
+            h2h.run_part("mucode", config, bon=False)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    log = [json.loads(line) for line in (tmp_path / "results" / "runs.jsonl").read_text().splitlines()]
+    assert [(r["part"], r["status"]) for r in log] == [("mucode", "stopped")]
