@@ -1,4 +1,4 @@
-"""Run a server command so that it cannot outlive the process that started it (Linux).
+"""Run a command (a generation server, a training job) so that it cannot outlive the process that started it (Linux).
 
 The launcher starts this script as the leader of a new process group (``start_new_session``);
 the script starts the command as its child in that group and then watches two things:
@@ -56,6 +56,16 @@ def _kill_others(pgid: int) -> None:
                 pass
 
 
+def _say(message: str) -> None:
+    """A line on stderr, when there is still someone to read it: a stderr piped to the launcher
+    breaks when the launcher dies, and the kill that follows must happen all the same."""
+    try:
+        sys.stderr.write(f"\n[mucode watchdog] {message}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--parent-pid", type=int, required=True, help="the launcher's pid")
@@ -78,13 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     while True:
         code = child.poll()
         if code is not None:
-            sys.stderr.write(f"\n[mucode watchdog] server exited with status {code}\n")
-            sys.stderr.flush()
+            _say(f"command exited with status {code}")
             _kill_others(pgid)
             return code if code >= 0 else 128 - code
         if os.getppid() != args.parent_pid:
-            sys.stderr.write(f"\n[mucode watchdog] launcher {args.parent_pid} is gone: killing the server\n")
-            sys.stderr.flush()
+            _say(f"launcher {args.parent_pid} is gone: killing its command")
             os.killpg(pgid, signal.SIGKILL)  # ourselves included
         time.sleep(POLL_S)
 

@@ -319,10 +319,10 @@ def start_driver(tmp_path: Path, venv: Path, how: str, model: Path | None = None
 
 
 @pytest.mark.parametrize("how, sig, words", [
-    ("sleep", signal.SIGKILL, "is gone: killing the server"),  # the watchdog acts
-    ("sleep", signal.SIGTERM, "is gone: killing the server"),  # no handler in the driver: the watchdog acts
-    ("sleep", signal.SIGINT, "server exited with status"),  # Ctrl-C: KeyboardInterrupt, close() stops it
-    ("exit", None, "server exited with status"),  # a normal exit without close(): the atexit hook
+    ("sleep", signal.SIGKILL, "is gone: killing its command"),  # the watchdog acts
+    ("sleep", signal.SIGTERM, "is gone: killing its command"),  # no handler in the driver: the watchdog acts
+    ("sleep", signal.SIGINT, "command exited with status"),  # Ctrl-C: KeyboardInterrupt, close() stops it
+    ("exit", None, "command exited with status"),  # a normal exit without close(): the atexit hook
 ], ids=["sigkill", "sigterm", "ctrl-c", "exit-without-close"])
 def test_no_orphan_however_the_driver_ends(fake_venv, tmp_path, how, sig, words):
     proc, pgid, log = start_driver(tmp_path, fake_venv, how)
@@ -428,4 +428,4 @@ def test_real_killed_driver_leaves_no_orphan(real_venv, vllm_tiny_model, tmp_pat
     proc.kill()
     proc.wait(timeout=30)
     assert wait_group_gone(pgid, 30) == []
-    assert "is gone: killing the server" in log.read_text()
+    assert "is gone: killing its command" in log.read_text()

@@ -109,7 +109,8 @@ def test_an_isolated_stage_trains_in_a_child_process(tiny_model_dir, tmp_path):
     assert (tmp_path / "gen2" / "config.json").is_file() and not (tmp_path / "gen2.job").exists()
 
 
-def test_an_interrupted_trainer_leaves_no_training_job_behind(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("how", ["SIGINT", "SIGKILL"])  # Ctrl-C: the trainer kills the job; SIGKILL: the watchdog does
+def test_an_interrupted_trainer_leaves_no_training_job_behind(tiny_model_dir, tmp_path, how):
     import os
     import signal
     import subprocess
@@ -131,7 +132,7 @@ def test_an_interrupted_trainer_leaves_no_training_job_behind(tiny_model_dir, tm
         line = proc.stderr.readline()
         assert line or proc.poll() is None, "the driver exited before its job started"
     worker = int(line.split()[1])
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(getattr(signal, how))
     assert proc.wait(timeout=30) != 0
     deadline = time.time() + 10
     while time.time() < deadline:
@@ -142,7 +143,7 @@ def test_an_interrupted_trainer_leaves_no_training_job_behind(tiny_model_dir, tm
         time.sleep(0.1)
     else:
         os.kill(worker, signal.SIGKILL)
-        pytest.fail("the job's worker outlived the interrupted trainer")
+        pytest.fail(f"the job's worker outlived the trainer ({how})")
 
 
 def test_a_failing_job_names_its_log(tiny_model_dir, tmp_path):
