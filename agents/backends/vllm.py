@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agents.backends.base import BackendError, BackendUnavailableError
+from agents.backends.watchdog import guarded
 from agents.policy import Chat, Generation, SamplingParams
 
 __all__ = [
@@ -63,7 +64,6 @@ log = logging.getLogger(__name__)
 
 SETUP_COMMAND = "bash scripts/setup_vllm.sh"
 _SERVER_MODULE = "vllm.entrypoints.openai.api_server"
-_WATCHDOG = Path(__file__).with_name("watchdog.py")
 # Flags the server manages itself; passing them in extra_args would break the lifecycle or seeding.
 _MANAGED_FLAGS = (
     "--model", "--host", "--port", "--api-key", "--served-model-name", "--dtype", "--max-model-len",
@@ -260,7 +260,7 @@ class VLLMServer:
             self.log_path = Path(cfg.log_file) if cfg.log_file else _new_log_path()
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             env = self._environment(python)
-            command = [str(python), str(_WATCHDOG), "--parent-pid", str(os.getpid()), "--", *self._server_command(python)]
+            command = guarded(self._server_command(python), python)
             log.info("starting vLLM on %s (log: %s)", self.base_url, self.log_path)
             self._log_handle = open(self.log_path, "ab")
             t0 = time.monotonic()

@@ -24,9 +24,15 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["group_members", "main"]
+__all__ = ["group_members", "guarded", "main"]
 
 POLL_S = 0.2
+
+
+def guarded(command: list[str], python: str | os.PathLike = sys.executable) -> list[str]:
+    """``command`` run under this script (with ``python``) on behalf of the calling process:
+    start the result with ``start_new_session=True``, so that the script leads the group."""
+    return [str(python), str(Path(__file__).resolve()), "--parent-pid", str(os.getpid()), "--", *command]
 
 
 def group_members(pgid: int) -> list[int]:

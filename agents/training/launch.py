@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from agents.backends.watchdog import guarded
 from mucode_env.atomic import write_json_atomic, write_jsonl_atomic
 
 __all__ = ["LaunchConfig", "LaunchError", "SHIPPED_CONFIGS", "Stage", "run_stage"]
@@ -37,7 +38,6 @@ __all__ = ["LaunchConfig", "LaunchError", "SHIPPED_CONFIGS", "Stage", "run_stage
 JOB_FILE, DATA_FILE, LOG_FILE = "job.json", "data.jsonl", "launch.log"
 _LOG_TAIL = 4000  # characters of the job's log quoted in the error
 # accelerate configs that ship with the package, by name
-WATCHDOG = Path(__file__).resolve().parents[1] / "backends" / "watchdog.py"  # standard library only
 SHIPPED_CONFIGS = {p.stem: str(p) for p in sorted((Path(__file__).parent / "accelerate_configs").glob("*.yaml"))}
 
 
@@ -159,7 +159,7 @@ def run_stage(stage: Stage, base_model: str, data: Sequence[Any], config: Any, o
     # under the servers' watchdog: if this process is killed outright (SIGKILL, an unhandled
     # SIGTERM) and cannot kill the job's group itself, the watchdog does, instead of leaving a
     # trainer of several GiB running with no one to read its result
-    cmd = [sys.executable, str(WATCHDOG), "--parent-pid", str(os.getpid()), "--", *cmd]
+    cmd = guarded(cmd)
     started = time.time()
     with (job / LOG_FILE).open("wb") as log:
         # the job's output goes to its log and through to our stderr (its progress bars)
