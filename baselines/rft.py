@@ -26,6 +26,7 @@ import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -164,7 +165,8 @@ class RFTTrainer(MuCodeTrainer):
         if cfg.rft_variant == "lv":
             from agents.mucode.verifier import Verifier
 
-            score_fn = Verifier.load(verifier_path).score
+            score_fn = partial(Verifier.load(verifier_path).score,
+                               progress=f"iteration {it}: verifier scores" if cfg.progress else None)
         rows = build_rft_dataset(source, cfg.rft_variant, score_fn=score_fn, top_k=cfg.rft_top_k,
                                  deduplicate=cfg.deduplicate)
         if not rows:

@@ -24,6 +24,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -188,7 +189,7 @@ class MuCodeTrainer:
         score_fn, vstats = None, {}
         if cfg.expert.uses_verifier:
             v = Verifier.load(verifier_path)
-            score_fn = v.score
+            score_fn = partial(v.score, progress=f"iteration {it}: verifier scores" if cfg.progress else None)
         if cfg.expert.variant == "reference":
             experts = select_experts(data, cfg.expert, score_fn, candidates_from=current)
             rows = relabel(data, experts, candidates_from=current)

@@ -291,8 +291,11 @@ class Verifier:
             ids = ids[-self.max_length :]
         return list(ids)
 
-    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
+    def score(self, prompts: Sequence[str], responses: Sequence[str], *, progress: str | None = None) -> list[float]:
         """Scores R_phi(x, y), one per (prompt, response), batched and length-sorted.
+
+        ``progress``: a tqdm bar with this description, counting programs (a relabel stage scores
+        every candidate of an iteration: about an hour on 2 CPU cores at the head-to-head's size).
 
         Raises:
             ValueError: when the two lists differ in length.
@@ -309,7 +312,10 @@ class Verifier:
         pad = self.tokenizer.pad_token_id
         device = next(self.model.parameters()).device
         t0 = time.perf_counter()
-        with torch.inference_mode():
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(order), desc=progress, unit="program", disable=progress is None)
+        with torch.inference_mode(), bar:
             for start in range(0, len(order), self.batch_size):
                 idx = order[start : start + self.batch_size]
                 width = max(len(encoded[i]) for i in idx)
@@ -321,6 +327,7 @@ class Verifier:
                 logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
                 for row, i in enumerate(idx):
                     scores[i] = float(logits[row, 0].float())
+                bar.update(len(idx))
         dt = time.perf_counter() - t0
         self.last_score_stats = {"programs": len(encoded), "seconds": dt, "programs_per_s": len(encoded) / dt if dt else 0.0}
         return scores

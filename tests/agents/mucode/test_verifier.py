@@ -73,7 +73,7 @@ def test_verifier_learns_to_rank_good_over_bad(tiny_model_dir, tmp_path, loss):
     assert json.loads((path / "verifier.json").read_text())["config"]["loss"] == loss
 
 
-def test_score_is_batched_consistently_and_reads_last_token(tiny_model_dir, tmp_path):
+def test_score_is_batched_consistently_and_reads_last_token(tiny_model_dir, tmp_path, capsys):
     path = train_verifier(_toy_data(), tiny_model_dir, VerifierConfig(pairs_per_prompt=2, **FAST), tmp_path / "v")
     v = Verifier.load(path, batch_size=3)
     prompts = [f"Write a function add (P{k})" for k in range(5)]
@@ -81,6 +81,10 @@ def test_score_is_batched_consistently_and_reads_last_token(tiny_model_dir, tmp_
     batched = v.score(prompts, responses)
     single = [v.score([p], [r])[0] for p, r in zip(prompts, responses)]
     assert batched == pytest.approx(single, abs=1e-4)
+    # a progress bar (a relabel stage scores for an hour) counts every program, scores unchanged
+    assert v.score(prompts, responses, progress="scoring") == batched
+    err = capsys.readouterr().err
+    assert "scoring" in err and "5/5" in err
     assert v.score([], []) == []
     with pytest.raises(ValueError):
         v.score(["a"], [])
