@@ -82,7 +82,8 @@ class Candidates:
         prompt: the problem's first user message.
         generations: the ``n`` sampled candidates.
         public_passed: per candidate, whether it passes the public tests.
-        scores: per candidate, the verifier's score (None without a score function).
+        scores: per candidate, the verifier's score (None without a score function; an entry is
+            None for a candidate ``score_only`` left out).
     """
 
     episode: int
@@ -90,10 +91,12 @@ class Candidates:
     prompt: str
     generations: list[Generation]
     public_passed: list[bool]
-    scores: list[float] | None
+    scores: list[float | None] | None
 
 
 Selector = Callable[[Candidates], int]
+# (public_passed, texts) -> the candidates whose verifier score the selector reads
+ScoreOnly = Callable[[Sequence[bool], Sequence[str]], Sequence[int]]
 
 
 @dataclass(frozen=True)
@@ -231,6 +234,7 @@ def play_episodes(
     n: int = 1,
     select: Selector | None = None,
     score_fn: ScoreFn | None = None,
+    score_only: ScoreOnly | None = None,
     max_live: int | None = None,
     on_turn: Callable[[StepOutcome], None] | None = None,
     on_done: Callable[[Trajectory], None] | None = None,
@@ -258,7 +262,12 @@ def play_episodes(
             replaced by ``n``).
         n: candidates per turn; with ``n > 1`` a ``select`` function is required.
         select: picks the executed candidate (see :class:`Candidates`).
-        score_fn: ``score(prompts, responses)``; when given, candidates are scored for ``select``.
+        score_fn: ``score(prompts, responses)``; when given, candidates are scored for ``select``
+            (each distinct text of an episode's turn once).
+        score_only: ``(public_passed, texts) -> indices``: the candidates whose score ``select``
+            can read (default: all); the others are not scored. A verifier forward pass costs about
+            as much as generating the candidate on a CPU, so a selector that reads few scores
+            should say so (:func:`agents.bon.scored_candidates`).
         max_live: episodes in flight (None: all at once, in lock-step).
         on_turn / on_done / on_round: hooks (see the module docstring).
         stats: accumulates throughput (a fresh one when None).
@@ -305,8 +314,8 @@ def play_episodes(
     if continuous is None:
         continuous = bool(getattr(policy, "concurrent_generate", False)) and max_live is not None
     if continuous:
-        return _play_continuous(policy, env_factory, specs, ids, width, sampling, n, select, score_fn, keywords,
-                                stats, bar, record, name, env_id, seed, on_turn, on_done, on_round)
+        return _play_continuous(policy, env_factory, specs, ids, width, sampling, n, select, score_fn, score_only,
+                                keywords, stats, bar, record, name, env_id, seed, on_turn, on_done, on_round)
     done: list[Trajectory | None] = [None] * len(specs)
     queue = list(reversed(list(enumerate(specs))))
     free_envs: list[Any] = []
@@ -329,7 +338,7 @@ def play_episodes(
             gens = policy.generate(chats, _with_n(sampling(call), n), **extra)
             stats.generation_s += time.perf_counter() - t0
             _count_generations(stats, gens, len(chats), n, name)
-            picks = [0] * len(live) if n == 1 else _select(live, ids, gens, select, score_fn, stats)
+            picks = [0] * len(live) if n == 1 else _select(live, ids, gens, select, score_fn, score_only, stats)
             actions = [gens[k][picks[k]] for k in range(len(live))]
             t0 = time.perf_counter()
             steps = step_batch([ep.env for ep in live], [g.text for g in actions])
@@ -366,7 +375,8 @@ def play_episodes(
 
 def _play_continuous(policy: Policy, env_factory: Callable[[], Any], specs: Sequence[EpisodeSpec], ids: list[int],
                      width: int, sampling: Callable[[int], SamplingParams], n: int, select: Selector | None,
-                     score_fn: ScoreFn | None, keywords: set[str], stats: EpisodeStats,
+                     score_fn: ScoreFn | None, score_only: ScoreOnly | None, keywords: set[str],
+                     stats: EpisodeStats,
                      bar: "_Progress", record: dict[str, Any], name: str, env_id: str, seed: int,
                      on_turn: Callable[[StepOutcome], None] | None, on_done: Callable[[Trajectory], None] | None,
                      on_round: Callable[[EpisodeStats], None] | None) -> list[Trajectory]:
@@ -398,7 +408,7 @@ def _play_continuous(policy: Policy, env_factory: Callable[[], Any], specs: Sequ
                                    **_episode_keywords(keywords, [ep], ids, seed))
             part = EpisodeStats()  # what this turn adds, merged under the lock
             _count_generations(part, gens, 1, n, name)
-            choice = 0 if n == 1 else _select([ep], ids, gens, select, scorer, part)[0]
+            choice = 0 if n == 1 else _select([ep], ids, gens, select, scorer, score_only, part)[0]
             g = gens[0][choice]
             t0 = time.perf_counter()
             ((obs, reward, terminated, truncated, info),) = step_batch([env], [g.text])
@@ -520,28 +530,35 @@ def _serialised(score_fn: ScoreFn, lock: Any) -> ScoreFn:
 
 
 def _select(live: list[_Live], ids: list[int], gens: list[list[Generation]], select: Selector | None,
-            score_fn: ScoreFn | None, stats: EpisodeStats) -> list[int]:
-    """Run every candidate on its episode's public tests (one batch), score them, pick one each."""
+            score_fn: ScoreFn | None, score_only: ScoreOnly | None, stats: EpisodeStats) -> list[int]:
+    """Run every candidate on its episode's public tests (one batch), score the ones the selector
+    reads (each distinct text once), pick one each."""
     from mucode_env import extract_code, run_public_batch
 
     t0 = time.perf_counter()
     public = run_public_batch([ep.env for ep in live], [[g.text for g in gs] for gs in gens])
     stats.execution_s += time.perf_counter() - t0
     stats.executions += sum(bool(extract_code(g.text).strip()) for gs in gens for g in gs)
-    scores: list[list[float]] | None = None
+    scores: list[list[float | None]] | None = None
     if score_fn is not None:
-        prompts = [ep.obs["prompt"] for ep, gs in zip(live, gens) for _ in gs]
-        texts = [g.text for gs in gens for g in gs]
-        t0 = time.perf_counter()
-        flat = list(score_fn(prompts, texts))
-        stats.verifier_s += time.perf_counter() - t0
-        stats.verifier_programs += len(texts)
-        if len(flat) != len(texts):
-            raise ValueError(f"score_fn returned {len(flat)} scores for {len(texts)} candidates")
-        scores, cursor = [], 0
-        for gs in gens:
-            scores.append(flat[cursor: cursor + len(gs)])
-            cursor += len(gs)
+        # each episode's distinct texts once (per episode, so that the counts do not depend on
+        # which episodes share a call) -> its position in the call
+        slots: dict[tuple[int, str], int] = {}
+        wanted: list[list[int | None]] = []  # per episode and candidate: its slot, None if not scored
+        for e, (gs, rs) in enumerate(zip(gens, public)):
+            texts = [g.text for g in gs]
+            keep = range(len(gs)) if score_only is None else set(score_only([r.passed for r in rs], texts))
+            wanted.append([slots.setdefault((e, t), len(slots)) if k in keep else None
+                           for k, t in enumerate(texts)])
+        flat: list[float] = []
+        if slots:
+            t0 = time.perf_counter()
+            flat = list(score_fn([live[e].obs["prompt"] for e, _ in slots], [t for _, t in slots]))
+            stats.verifier_s += time.perf_counter() - t0
+            stats.verifier_programs += len(slots)
+            if len(flat) != len(slots):
+                raise ValueError(f"score_fn returned {len(flat)} scores for {len(slots)} candidates")
+        scores = [[None if slot is None else flat[slot] for slot in row] for row in wanted]
     return [select(Candidates(ids[ep.index], len(ep.turns), ep.obs["prompt"], gs, [r.passed for r in rs],
                               scores[k] if scores is not None else None))  # type: ignore[misc]
             for k, (ep, gs, rs) in enumerate(zip(live, gens, public))]

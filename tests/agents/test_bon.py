@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agents.bon import BoNConfig, best_of_n, pick
+from agents.bon import BoNConfig, best_of_n, pick, scored_candidates
 from agents.episodes import Candidates
 from agents.policy import Generation
 from mucode_env.metrics import accuracy_by_turn
@@ -46,7 +46,7 @@ def test_pick_rules():
 
     rng = random.Random(0)
     def c(passed, scores=None):
-        return Candidates(0, 0, "p", [Generation("x")] * len(passed), passed, scores)
+        return Candidates(0, 0, "p", [Generation(f"x{i}") for i in range(len(passed))], passed, scores)
 
     assert pick("pt+lv", c([False, True, True], [9.0, 1.0, 2.0]), rng) == 2  # public pass first, then verifier
     assert pick("pt+lv", c([False, False], [1.0, 3.0]), rng) == 1  # none pass: verifier
@@ -54,14 +54,50 @@ def test_pick_rules():
     assert all(pick("pt", c([False, True, False]), random.Random(s)) == 1 for s in range(5))
     picks = {pick("random", c([False] * 4), random.Random(s)) for s in range(40)}
     assert picks == {0, 1, 2, 3}
+    # one distinct text in the pool: its first, no score read
+    same = Candidates(0, 0, "p", [Generation("a"), Generation("b"), Generation("b")], [False, True, True],
+                      [None, None, None])
+    assert pick("pt+lv", same, rng) == 1
+
+
+def _pick_scoring_all(selector, passed, scores):
+    """The rule as it was when every candidate was scored (the reference for the lazy one)."""
+    n = len(passed)
+    pool = list(range(n)) if selector == "lv" else ([i for i in range(n) if passed[i]] or list(range(n)))
+    best = max(scores[i] for i in pool)
+    return min(i for i in pool if scores[i] == best)
+
+
+@pytest.mark.parametrize("selector", ["pt+lv", "lv"])
+def test_scoring_only_what_the_selector_reads_keeps_every_pick(selector):
+    import random
+
+    rng = random.Random(7)
+    for _ in range(2000):
+        n = rng.randint(1, 6)
+        texts = [rng.choice("abcd") for _ in range(n)]  # duplicates are common at low temperature
+        passed = [rng.random() < 0.4 for _ in range(n)]
+        score_of = {t: rng.choice([0.0, 0.5, 1.0, rng.random()]) for t in "abcd"}  # a text's score is fixed
+        wanted = scored_candidates(selector, passed, texts)
+        lazy = [score_of[t] if i in wanted else None for i, t in enumerate(texts)]
+        c = Candidates(0, 0, "p", [Generation(t) for t in texts], passed, lazy)
+        assert pick(selector, c, rng) == _pick_scoring_all(selector, passed, [score_of[t] for t in texts])
+    assert scored_candidates("pt", [True, False], ["a", "b"]) == []
+    assert scored_candidates("pt+lv", [True, False, True], ["a", "b", "a"]) == []  # one text passes
+    assert scored_candidates("pt+lv", [True, False, True], ["a", "b", "c"]) == [0, 2]
+    assert scored_candidates("lv", [True, False, True], ["a", "b", "a"]) == [0, 1, 2]
 
 
 def test_pt_lv_picks_the_passing_candidate_and_stops(problems, data_dir):
     table = {p.prompt[:60]: [WRONG, _good(p), WRONG] for p in problems}
     policy = CandidatePolicy(table)
-    scores = lambda prompts, responses: [1.0 if r == WRONG else 0.0 for r in responses]  # verifier prefers wrong
+    scored = []
+    def scores(prompts, responses):  # the verifier prefers the wrong answer
+        scored.extend(responses)
+        return [1.0 if r == WRONG else 0.0 for r in responses]
     res = best_of_n(policy, "MuCode-MBPP-v0", BoNConfig(n=3, progress=False), verifier=scores,
                     problem_ids=IDS, split="test", data_dir=str(data_dir))
+    assert scored == []  # one candidate passed each time: its score could not change the pick
     assert res.accuracy == 1.0 and res.n_problems == 2
     assert all(len(t.turns) == 1 and t.turns[0].public_passed for t in res.trajectories)
     assert res.accuracy_by_turn == [1.0, 1.0, 1.0]
@@ -70,6 +106,8 @@ def test_pt_lv_picks_the_passing_candidate_and_stops(problems, data_dir):
     res_lv = best_of_n(CandidatePolicy(table), "MuCode-MBPP-v0", BoNConfig(n=3, selector="lv", progress=False),
                        verifier=scores, problem_ids=IDS, split="test", data_dir=str(data_dir))
     assert res_lv.accuracy == 0.0
+    assert len(scored) == 2 * 3 * 2  # each distinct text of every turn once: 2 problems, 3 turns, 2 texts
+    assert res_lv.stats["verifier_programs"] == 12
     assert all(len(t.turns) == 3 and t.turns[0].response == WRONG for t in res_lv.trajectories)
 
 
