@@ -182,6 +182,13 @@ class Rates:
             8 pairs x 2 epochs).
         both_share: the share of train problems whose rollouts hold both a pass and a fail (only
             those give pairs); assumed (the 4-problem cpu iteration had 1 in 4).
+        turns_per_episode: generate calls of a greedy T=3 episode (assumed until cells exist).
+        verifier_programs_per_s: the verifier scoring candidates (SmolLM2-135M, fp32; µCODE's
+            iteration-1 relabel stage of this experiment: 1,009 programs at 0.79/s).
+        scored_per_rollout_episode: distinct candidates a relabel stage scores per rollout episode
+            (every turn's response: 1,009 of 480 episodes in iteration 1).
+        scored_share: the share of Best-of-N candidates whose score can change the pick
+            (:func:`agents.bon.scored_candidates`; 350 of the iteration-1 rollouts' 480 first turns).
     """
 
     generation_tokens_per_s: float = 69.0
@@ -192,11 +199,15 @@ class Rates:
     tokens_per_example: float = 650.0
     verifier_tokens_per_pair: float = 782.0
     both_share: float = 0.4
+    turns_per_episode: float = 2.0
+    verifier_programs_per_s: float = 0.79
+    scored_per_rollout_episode: float = 2.1
+    scored_share: float = 0.73
     source: str = "README measurements, Zen 3, 2026-12-03"
 
 
 def measured_rates(config: HeadToHeadConfig, rates: Rates | None = None) -> Rates:
-    """``rates`` with the generation throughput and episode length of the committed greedy
+    """``rates`` with the generation throughput, episode length and turns of the committed greedy
     multi-turn cells (generated, not derived), where there are any."""
     from dataclasses import replace
 
@@ -208,15 +219,19 @@ def measured_rates(config: HeadToHeadConfig, rates: Rates | None = None) -> Rate
     tokens = sum(c["stats"]["completion_tokens"] for c in generated)
     episodes = sum(c["stats"]["episodes"] for c in generated)
     seconds = sum(c["seconds"] for c in generated)
+    calls = [c["stats"].get("generation_calls") for c in generated]
+    turns = sum(calls) / episodes if all(calls) else rates.turns_per_episode
     return replace(rates, generation_tokens_per_s=tokens / seconds, tokens_per_episode=tokens / episodes,
+                   turns_per_episode=turns,
                    source=f"{len(generated)} committed greedy cells ({tokens} tokens in {seconds / 3600:.2f} h) "
                           f"and {rates.source}")
 
 
 def budget(config: HeadToHeadConfig, rates: Rates | None = None) -> str:
     """Hours each part needs at the measured rates (one machine like this one, alone), so that the
-    sizes can be chosen before running: generation (rollouts, validation, evaluation cells) and
-    training tokens. PPO and GRPO train on episodes they generate with the training model
+    sizes can be chosen before running: generation (rollouts, validation, evaluation cells),
+    training tokens and the verifier's scoring (relabelling, Best-of-N picks, the diagnostics'
+    held-out accuracy), which on a CPU costs about as much per candidate as generating it. PPO and GRPO train on episodes they generate with the training model
     (transformers), whose rate on this machine was not measured at these sizes: only their
     evaluation is estimated."""
     from agents.mucode import MuCodeConfig
@@ -228,30 +243,41 @@ def budget(config: HeadToHeadConfig, rates: Rates | None = None) -> str:
     gen_h = lambda tokens: tokens / rates.generation_tokens_per_s / 3600  # noqa: E731
     evaluation = sum(N_TEST.values()) * tpe * (1 + config.bon_n)  # greedy T=3 (single-turn read from it) and BoN
     validation = 90 * config.bon_n * tpe  # MBPP validation split, BoN, after every iteration
+    # verifier scores: of every BoN turn's candidates, the share whose score can change the pick
+    bon_scores = lambda problems: problems * rates.turns_per_episode * config.bon_n * rates.scored_share  # noqa: E731
+    relabel_scores = episodes * rates.scored_per_rollout_episode  # per iteration
     sft = problems * rates.relabeled_per_problem * rates.tokens_per_example
     stage = MuCodeConfig.cpu().verifier  # the pairs per prompt and epochs the training preset uses
     verifier = problems * rates.both_share * stage.pairs_per_prompt * rates.verifier_tokens_per_pair * stage.epochs
+    test_scores = bon_scores(sum(N_TEST.values()))
     rows = [
-        ("base", evaluation, 0.0, 0.0),
+        ("base", evaluation, 0.0, 0.0, test_scores),
         ("mucode", config.iterations * (episodes * tpe + validation) + evaluation, config.iterations * sft,
-         config.iterations * verifier),
-        ("rft", config.iterations * validation + evaluation, config.iterations * sft, 0.0),
-        ("ppo", evaluation, None, 0.0),
-        ("grpo", evaluation, None, 0.0),
+         config.iterations * verifier,
+         # relabelling and validation every iteration, the evaluation, and the diagnostics' held-out
+         # accuracy (each iteration's verifier on the next iteration's rollouts)
+         config.iterations * (relabel_scores + bon_scores(90)) + test_scores + (config.iterations - 1) * relabel_scores),
+        ("rft", config.iterations * validation + evaluation, config.iterations * sft, 0.0,
+         config.iterations * bon_scores(90) + test_scores),
+        ("ppo", evaluation, None, 0.0, test_scores),
+        ("grpo", evaluation, None, 0.0, test_scores),
     ]
     lines = [f"Rates: {rates.generation_tokens_per_s:.1f} generated tokens/s, {tpe:.0f} tokens per greedy episode, "
              f"SFT {rates.sft_tokens_per_s:.1f} and verifier {rates.verifier_tokens_per_s:.1f} train tokens/s "
              f"({rates.source}).", "",
-             "| part | generated tokens | SFT tokens | verifier tokens | hours (alone) |", "|---|---:|---:|---:|---:|"]
+             f"Verifier scoring {rates.verifier_programs_per_s:.2f} programs/s, {rates.turns_per_episode:.2f} turns "
+             f"per greedy episode, {rates.scored_share:.0%} of Best-of-N candidates scored.", "",
+             "| part | generated tokens | SFT tokens | verifier tokens | verifier scores | hours (alone) |",
+             "|---|---:|---:|---:|---:|---:|"]
     total = 0.0
-    for part, generated, sft_tokens, verifier_tokens in rows:
+    for part, generated, sft_tokens, verifier_tokens, scores in rows:
         hours = gen_h(generated) + (sft_tokens or 0.0) / rates.sft_tokens_per_s / 3600 \
-            + verifier_tokens / rates.verifier_tokens_per_s / 3600
+            + verifier_tokens / rates.verifier_tokens_per_s / 3600 + scores / rates.verifier_programs_per_s / 3600
         total += hours
         sft_cell = "not estimated (its own trainer)" if sft_tokens is None else f"{sft_tokens:,.0f}"
-        lines.append(f"| {part} | {generated:,.0f} | {sft_cell} | {verifier_tokens:,.0f} | {hours:.1f}"
+        lines.append(f"| {part} | {generated:,.0f} | {sft_cell} | {verifier_tokens:,.0f} | {scores:,.0f} | {hours:.1f}"
                      + (" + training" if sft_tokens is None else "") + " |")
-    lines.append(f"| all | | | | {total:.1f} + PPO/GRPO training |")
+    lines.append(f"| all | | | | | {total:.1f} + PPO/GRPO training |")
     return "\n".join(lines)
 
 

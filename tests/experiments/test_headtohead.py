@@ -101,16 +101,23 @@ def test_the_budget_uses_the_committed_cells_rates_and_scales_with_the_sizes(h2h
     rates = h2h.measured_rates(small)
     assert (rates.generation_tokens_per_s, rates.tokens_per_episode) == (50.0, 250.0)
     assert "1 committed greedy cells" in rates.source
+    assert rates.turns_per_episode == h2h.Rates().turns_per_episode  # the cell does not count its calls
+    c["stats"]["generation_calls"] = 45
+    path.write_text(json.dumps(c))
+    assert h2h.measured_rates(small).turns_per_episode == 2.25
 
     def hours(config):
         rows = [line.split("|") for line in h2h.budget(config).splitlines() if line.startswith("| ")]
-        return {r[1].strip(): r[5].strip() for r in rows[1:]}
+        return {r[1].strip(): r[6].strip() for r in rows[1:]}
 
     h_small, h_large = hours(small), hours(large)
     assert h_small["base"] == h_large["base"]  # evaluation does not depend on the training sizes
     assert float(h_small["mucode"]) < float(h_large["mucode"])
-    # the base part: all 664 test problems, greedy and BoN N=5, at 250 tokens an episode and 50 tokens/s
-    assert float(h_small["base"]) == pytest.approx(664 * 250 * 6 / 50 / 3600, abs=0.05)
+    # the base part: all 664 test problems, greedy and BoN N=5, at 250 tokens an episode and 50 tokens/s,
+    # plus the verifier's scores of the BoN candidates that can change a pick
+    r = h2h.measured_rates(small)  # 2.25 turns an episode, from the cell
+    scoring = 664 * 2.25 * 5 * r.scored_share / r.verifier_programs_per_s
+    assert float(h_small["base"]) == pytest.approx((664 * 250 * 6 / 50 + scoring) / 3600, abs=0.05)
     assert h_small["ppo"].endswith("+ training")
 
 
