@@ -484,10 +484,13 @@ def train_verifier(
             result = trainer.train(resume_from_checkpoint=run.checkpoint)
             train_s = time.perf_counter() - t0
             stats["resumed_from_step"] = run.resumed_step
+            # this process trained only the steps after the checkpoint it resumed from (as the SFT
+            # stage counts them): a rate over the whole run's tokens overstated a resumed stage 2.8x
+            trained_tokens = n_tokens * config.epochs * (1 - run.resumed_step / max(1, int(result.global_step)))
             stats.update(
                 train_s=train_s,
-                train_tokens=n_tokens * config.epochs,
-                train_tokens_per_s=n_tokens * config.epochs / train_s if train_s > 0 else None,
+                train_tokens=trained_tokens,
+                train_tokens_per_s=trained_tokens / train_s if train_s > 0 else None,
                 train_loss=float(result.training_loss),
                 global_steps=int(result.global_step),
             )

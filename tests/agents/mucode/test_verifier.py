@@ -134,6 +134,8 @@ def test_a_verifier_training_killed_mid_run_resumes_to_the_same_weights(tiny_mod
     training_steps.update(calls=0, kill_at=None)
     resumed = train_verifier(_toy_data(), tiny_model_dir, cfg, tmp_path / "v")
     assert training_steps["calls"] == 2 * (8 - 3) and read_train_stats(resumed)["resumed_from_step"] == 3
+    # the resumed process counts the tokens of the 5 steps it trained, not the whole run's 8
+    assert read_train_stats(resumed)["train_tokens"] == pytest.approx(read_train_stats(whole)["train_tokens"] * 5 / 8)
     a, b = load_file(str(whole / "model.safetensors")), load_file(str(resumed / "model.safetensors"))
     for name in a:
         torch.testing.assert_close(b[name], a[name], rtol=1e-5, atol=1e-6, msg=name)
