@@ -241,8 +241,10 @@ class Verifier:
     [0.73]
     """
 
-    def __init__(self, model, tokenizer, *, max_length: int = 2048, batch_size: int = 16, path: str = ""):
+    def __init__(self, model, tokenizer, *, max_length: int = 2048, batch_size: int = 16, path: str = "",
+                 share_prefix: bool = True):
         self.model = model.eval()
+        self.share_prefix = share_prefix  # False: every input runs whole (benchmarks/verifier_scoring.py)
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.batch_size = batch_size
@@ -294,43 +296,118 @@ class Verifier:
     def score(self, prompts: Sequence[str], responses: Sequence[str], *, progress: str | None = None) -> list[float]:
         """Scores R_phi(x, y), one per (prompt, response), batched and length-sorted.
 
+        Inputs that share a prompt share their leading tokens (the chat template and the problem):
+        those keys and values are computed once per prompt and each batch runs only the responses
+        on top of them (the same scores up to float rounding; about a third of the tokens at
+        Best-of-N's N=5 on MBPP, and a verifier pass costs about as much as generating the
+        candidate on a CPU).
+
         ``progress``: a tqdm bar with this description, counting programs (a relabel stage scores
-        every candidate of an iteration: about an hour on 2 CPU cores at the head-to-head's size).
+        every candidate of an iteration: about twenty minutes on 2 CPU cores at the head-to-head's
+        size).
 
         Raises:
             ValueError: when the two lists differ in length.
         """
         import torch
+        from tqdm.auto import tqdm
 
         if len(prompts) != len(responses):
             raise ValueError(f"prompts and responses differ in length: {len(prompts)} vs {len(responses)}")
         if not prompts:
             return []
         encoded = [self.encode(p, r) for p, r in zip(prompts, responses)]
-        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+        groups: OrderedDict[str, list[int]] = OrderedDict()
+        for i, p in enumerate(prompts):
+            groups.setdefault(p, []).append(i)
         scores = [0.0] * len(encoded)
-        pad = self.tokenizer.pad_token_id
-        device = next(self.model.parameters()).device
         t0 = time.perf_counter()
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(order), desc=progress, unit="program", disable=progress is None)
+        bar = tqdm(total=len(encoded), desc=progress, unit="program", disable=progress is None)
+        alone: list[int] = []  # inputs with no prefix worth sharing: batched across prompts
         with torch.inference_mode(), bar:
+            for members in groups.values():
+                shared = self._shared_prefix([encoded[i] for i in members])
+                if not self.share_prefix or len(members) < 2 or shared < _MIN_SHARED_PREFIX:
+                    alone.extend(members)
+                    continue
+                self._score_on_prefix(encoded, members, shared, scores)
+                bar.update(len(members))
+            order = sorted(alone, key=lambda i: len(encoded[i]))
             for start in range(0, len(order), self.batch_size):
                 idx = order[start : start + self.batch_size]
-                width = max(len(encoded[i]) for i in idx)
-                ids = torch.full((len(idx), width), pad, dtype=torch.long)
-                mask = torch.zeros((len(idx), width), dtype=torch.long)
-                for row, i in enumerate(idx):
-                    ids[row, : len(encoded[i])] = torch.tensor(encoded[i])
-                    mask[row, : len(encoded[i])] = 1
-                logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+                logits = self._forward([encoded[i] for i in idx])
                 for row, i in enumerate(idx):
                     scores[i] = float(logits[row, 0].float())
                 bar.update(len(idx))
         dt = time.perf_counter() - t0
         self.last_score_stats = {"programs": len(encoded), "seconds": dt, "programs_per_s": len(encoded) / dt if dt else 0.0}
         return scores
+
+    def _shared_prefix(self, inputs: list[list[int]]) -> int:
+        """Tokens every input starts with, short of each one's scored token (the last non-pad one,
+        which must stay in the part that is run per input)."""
+        pad = self.tokenizer.pad_token_id
+        n = min(len(ids) for ids in inputs)
+        for ids in inputs:
+            last = max((k for k, t in enumerate(ids) if t != pad), default=0)
+            n = min(n, last)
+        first = inputs[0]
+        for k in range(n):
+            if any(ids[k] != first[k] for ids in inputs[1:]):
+                return k
+        return n
+
+    def _forward(self, inputs: list[list[int]], cache=None, shared: int = 0):
+        """Scores' logits of right-padded ``inputs`` (on top of ``cache``, a prefix of ``shared``
+        tokens, when given)."""
+        import torch
+
+        pad = self.tokenizer.pad_token_id
+        device = next(self.model.parameters()).device
+        width = max(len(ids) for ids in inputs)
+        ids = torch.full((len(inputs), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(inputs), shared + width), dtype=torch.long)
+        mask[:, :shared] = 1
+        for row, x in enumerate(inputs):
+            ids[row, : len(x)] = torch.tensor(x)
+            mask[row, shared : shared + len(x)] = 1
+        if cache is None:
+            return self.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+        return self.model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=True,
+                          **{_cache_keyword(self.model): cache}).logits
+
+    def _score_on_prefix(self, encoded: list[list[int]], members: list[int], shared: int, scores: list[float]) -> None:
+        """Score ``members`` (inputs of one prompt) on the keys and values of their ``shared``
+        leading tokens, computed once."""
+        import copy
+
+        import torch
+        from transformers import DynamicCache
+
+        device = next(self.model.parameters()).device
+        prefix = torch.tensor([encoded[members[0]][:shared]], device=device)
+        cache = DynamicCache(config=self.model.config)
+        self.model.base_model(input_ids=prefix, use_cache=True, **{_cache_keyword(self.model.base_model): cache})
+        order = sorted(members, key=lambda i: len(encoded[i]))
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            batch_cache = copy.deepcopy(cache)  # each forward appends its tokens to the cache
+            batch_cache.batch_repeat_interleave(len(idx))
+            logits = self._forward([encoded[i][shared:] for i in idx], batch_cache, shared)
+            for row, i in enumerate(idx):
+                scores[i] = float(logits[row, 0].float())
+
+
+# fewer shared tokens than this are not worth a separate prefix pass
+_MIN_SHARED_PREFIX = 16
+
+
+def _cache_keyword(model) -> str:
+    """The name ``model.forward`` takes its KV cache under: ``cache`` from transformers 5.24
+    (``past_key_values`` is deprecated there), ``past_key_values`` before."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 def _load_verifier(path: str, batch_size: int) -> Verifier:

@@ -94,6 +94,28 @@ def test_score_is_batched_consistently_and_reads_last_token(tiny_model_dir, tmp_
     assert "P" in text and text.rstrip().endswith("<|im_end|>")
 
 
+def test_inputs_sharing_a_prompt_score_as_whole_inputs_do(tiny_model_dir, tmp_path):
+    """Best-of-N and relabelling score many responses of one prompt: the prompt's keys and
+    values are computed once, and every score matches running the input whole."""
+    path = train_verifier(_toy_data(), tiny_model_dir, VerifierConfig(pairs_per_prompt=2, **FAST), tmp_path / "v")
+    shared, whole = Verifier.load(path, batch_size=2), Verifier.load(path, batch_size=2)
+    whole.share_prefix = False
+    long_prompt = "Write a function add that returns the sum of two numbers a and b (P7). " * 3
+    prompts = [long_prompt] * 5 + ["Write a function add (P1)"] + [long_prompt + "!"] * 2
+    responses = [GOOD, BAD, GOOD + "\n# a longer tail " * 3, "short", GOOD, BAD, GOOD, BAD]
+    calls = []
+    original = shared.model.forward
+    shared.model.forward = lambda *a, **k: calls.append(k["input_ids"].shape) or original(*a, **k)
+    got = shared.score(prompts, responses)
+    assert got == pytest.approx(whole.score(prompts, responses), abs=1e-4)
+    assert got[1] != pytest.approx(got[0], abs=1e-4)  # responses still decide
+    # the 5 inputs of the long prompt ran their responses only: no call is as wide as a whole input
+    widest = max(len(shared.encode(p, r)) for p, r in zip(prompts[:5], responses[:5]))
+    assert calls and len(calls) == 3 + 1 + 1  # long prompt: 3 batches of <= 2; P7!: 1; P1 alone: 1
+    assert all(c[1] < widest for c in calls[:3])
+    assert shared._shared_prefix([shared.encode(prompts[0], r) for r in responses[:5]]) > 16
+
+
 def test_untrainable_data_saves_an_untrained_scorer(tiny_model_dir, tmp_path):
     data = [traj("A", turn("bad", False))]
     path = train_verifier(data, tiny_model_dir, VerifierConfig(**FAST), tmp_path / "v")
