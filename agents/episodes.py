@@ -539,15 +539,16 @@ def _select(live: list[_Live], ids: list[int], gens: list[list[Generation]], sel
     public = run_public_batch([ep.env for ep in live], [[g.text for g in gs] for gs in gens])
     stats.execution_s += time.perf_counter() - t0
     stats.executions += sum(bool(extract_code(g.text).strip()) for gs in gens for g in gs)
+    passed_by_episode = [[r.passed for r in rs] for rs in public]
     scores: list[list[float | None]] | None = None
     if score_fn is not None:
         # each episode's distinct texts once (per episode, so that the counts do not depend on
         # which episodes share a call) -> its position in the call
         slots: dict[tuple[int, str], int] = {}
         wanted: list[list[int | None]] = []  # per episode and candidate: its slot, None if not scored
-        for e, (gs, rs) in enumerate(zip(gens, public)):
+        for e, (gs, passed) in enumerate(zip(gens, passed_by_episode)):
             texts = [g.text for g in gs]
-            keep = range(len(gs)) if score_only is None else set(score_only([r.passed for r in rs], texts))
+            keep = range(len(gs)) if score_only is None else set(score_only(passed, texts))
             wanted.append([slots.setdefault((e, t), len(slots)) if k in keep else None
                            for k, t in enumerate(texts)])
         flat: list[float] = []
@@ -559,6 +560,6 @@ def _select(live: list[_Live], ids: list[int], gens: list[list[Generation]], sel
             if len(flat) != len(slots):
                 raise ValueError(f"score_fn returned {len(flat)} scores for {len(slots)} candidates")
         scores = [[None if slot is None else flat[slot] for slot in row] for row in wanted]
-    return [select(Candidates(ids[ep.index], len(ep.turns), ep.obs["prompt"], gs, [r.passed for r in rs],
+    return [select(Candidates(ids[ep.index], len(ep.turns), ep.obs["prompt"], gs, passed,
                               scores[k] if scores is not None else None))  # type: ignore[misc]
-            for k, (ep, gs, rs) in enumerate(zip(live, gens, public))]
+            for k, (ep, gs, passed) in enumerate(zip(live, gens, passed_by_episode))]

@@ -231,9 +231,9 @@ def budget(config: HeadToHeadConfig, rates: Rates | None = None) -> str:
     """Hours each part needs at the measured rates (one machine like this one, alone), so that the
     sizes can be chosen before running: generation (rollouts, validation, evaluation cells),
     training tokens and the verifier's scoring (relabelling, Best-of-N picks, the diagnostics'
-    held-out accuracy), which on a CPU costs about as much per candidate as generating it. PPO and GRPO train on episodes they generate with the training model
-    (transformers), whose rate on this machine was not measured at these sizes: only their
-    evaluation is estimated."""
+    held-out accuracy), which on a CPU costs about as much per candidate as generating it. PPO
+    and GRPO train on episodes they generate with the training model (transformers), whose rate
+    on this machine was not measured at these sizes: only their evaluation is estimated."""
     from agents.mucode import MuCodeConfig
 
     rates = measured_rates(config, rates)

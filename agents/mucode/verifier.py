@@ -326,8 +326,10 @@ class Verifier:
         alone: list[int] = []  # inputs with no prefix worth sharing: batched across prompts
         with torch.inference_mode(), bar:
             for members in groups.values():
-                shared = self._shared_prefix([encoded[i] for i in members])
-                if not self.share_prefix or len(members) < 2 or shared < _MIN_SHARED_PREFIX:
+                shared = 0
+                if self.share_prefix and len(members) > 1:
+                    shared = self._shared_prefix([encoded[i] for i in members])
+                if shared < _MIN_SHARED_PREFIX:
                     alone.extend(members)
                     continue
                 self._score_on_prefix(encoded, members, shared, scores)
