@@ -317,9 +317,47 @@ def stop_on_term() -> None:
     signal.signal(signal.SIGTERM, _stop)
 
 
-def run_part(part: str, config: HeadToHeadConfig, *, bon: bool) -> None:
+def part_state_dir(config: HeadToHeadConfig, part: str) -> Path:
+    """Where a stopped part's progress lives: its training run, or the saved episodes of the
+    base model's cells."""
+    return Path(config.work_dir) / ("episodes" if part == "base" else f"train/{part}")
+
+
+def lost_progress(config: HeadToHeadConfig, part: str) -> float:
+    """Hours of earlier stopped invocations of ``part`` whose progress is not in the work
+    directory any more (0.0 when there were none or it is there).
+
+    ``runs.jsonl`` is committed, the work directory is not: on a new machine, or after the
+    directory was moved, ``run`` would silently start the part again from nothing. Only the
+    invocations since the part last finished with the same work directory count."""
+    path = Path(config.results_dir) / "runs.jsonl"
+    if not path.is_file() or part_state_dir(config, part).exists():
+        return 0.0
+    hours = 0.0
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # a torn last line: that invocation's record only
+            continue
+        if record.get("part") != part or (record.get("config") or {}).get("work_dir") != config.work_dir:
+            continue
+        hours = 0.0 if record.get("status") == "finished" else hours + float(record.get("hours") or 0.0)
+    return hours
+
+
+def run_part(part: str, config: HeadToHeadConfig, *, bon: bool, restart: bool = False) -> None:
+    """Run one part and log the invocation. A part whose earlier progress is missing from the
+    work directory is refused unless ``restart`` (see :func:`lost_progress`)."""
     import time
     from datetime import datetime, timezone
+
+    lost = lost_progress(config, part)
+    if lost and not restart:
+        raise SystemExit(
+            f"{Path(config.results_dir) / 'runs.jsonl'} records {lost:.1f} h of stopped runs of part "
+            f"{part!r}, but {part_state_dir(config, part)} does not exist: the work directory was lost "
+            "(a new machine) or moved. Run from the checkout that holds it, or pass --restart to start "
+            "the part again from nothing.")
 
     started, t0, status = datetime.now(timezone.utc).isoformat(timespec="seconds"), time.monotonic(), "stopped"
     try:
@@ -525,6 +563,8 @@ def main(argv=None) -> int:
     r = sub.add_parser("run", help="run one part (resumable)")
     r.add_argument("part", choices=PARTS)
     r.add_argument("--bon", action="store_true", help="base: also the Best-of-N cells (needs µCODE's verifier)")
+    r.add_argument("--restart", action="store_true",
+                   help="start a part again although its earlier stopped runs' work directory is gone")
     sub.add_parser("tables", help="rebuild the tables and plots from the committed cells")
     for q in sub.choices.values():
         q.add_argument("--train-problems", type=int, default=HeadToHeadConfig.train_problems,
@@ -541,7 +581,7 @@ def main(argv=None) -> int:
         print(budget(config))
     elif args.command == "run":
         stop_on_term()
-        run_part(args.part, config, bon=args.bon)
+        run_part(args.part, config, bon=args.bon, restart=args.restart)
     else:
         tables(config)
     return 0

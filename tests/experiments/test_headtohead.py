@@ -169,3 +169,43 @@ def test_sigterm_stops_a_part_like_ctrl_c_and_the_stop_is_logged(h2h, tmp_path, 
         signal.signal(signal.SIGTERM, previous)
     log = [json.loads(line) for line in (tmp_path / "results" / "runs.jsonl").read_text().splitlines()]
     assert [(r["part"], r["status"]) for r in log] == [("mucode", "stopped")]
+
+
+def test_a_part_whose_work_directory_was_lost_is_refused_unless_restarted(h2h, tmp_path, monkeypatch):
+    config = h2h.HeadToHeadConfig(results_dir=str(tmp_path / "results"), work_dir=str(tmp_path / "w"))
+    other = h2h.HeadToHeadConfig(results_dir=config.results_dir, work_dir=str(tmp_path / "elsewhere"))
+    calls = []
+
+    def part(name, cfg, *, bon):
+        calls.append(name)
+        (Path(cfg.work_dir) / "train" / name).mkdir(parents=True, exist_ok=True)  # what a training part leaves
+        raise KeyboardInterrupt  # stopped by hand mid-part
+
+    monkeypatch.setattr(h2h, "_run_part", part)
+    for _ in range(2):
+        with pytest.raises(KeyboardInterrupt):
+            h2h.run_part("mucode", config, bon=False)  # its directory is there: it resumes
+    assert calls == ["mucode", "mucode"] and h2h.lost_progress(config, "mucode") == 0.0
+    (tmp_path / "w" / "train" / "mucode").rmdir()  # a new machine: the committed log survives, the directory not
+    with (tmp_path / "results" / "runs.jsonl").open("a") as f:
+        f.write('{"part": "mucode", "hours": 3.0, "status": "stopped", "config": {"work_dir": "%s"}}\n' % config.work_dir)
+        f.write('{"part": "mucode", "hours": 9.0, "status": "stopped", "config": {"work_dir": "%s"}}\n' % other.work_dir)
+        f.write('{"part": "rft", "hours": 9.0, "status": "stopped", "config": {"work_dir": "%s"}}\n' % config.work_dir)
+        f.write('{"part": "mucode", "hours"')  # a torn last line
+    assert 3.0 <= h2h.lost_progress(config, "mucode") < 3.1  # the two logged runs took ~0 h
+    with pytest.raises(SystemExit, match=r"3\.0 h of stopped runs of part 'mucode'.*--restart"):
+        h2h.run_part("mucode", config, bon=False)
+    assert calls == ["mucode", "mucode"]  # refused before anything ran
+    assert h2h.lost_progress(other, "base") == 0.0  # nothing logged for it
+    with pytest.raises(KeyboardInterrupt):
+        h2h.run_part("mucode", config, bon=False, restart=True)
+    assert calls == ["mucode", "mucode", "mucode"] and h2h.lost_progress(config, "mucode") == 0.0
+
+
+def test_a_finished_part_leaves_nothing_to_lose(h2h, tmp_path):
+    config = h2h.HeadToHeadConfig(results_dir=str(tmp_path / "results"), work_dir=str(tmp_path / "w"))
+    (tmp_path / "results").mkdir()
+    lines = [{"part": "rft", "hours": 2.0, "status": "stopped"}, {"part": "rft", "hours": 1.0, "status": "finished"}]
+    (tmp_path / "results" / "runs.jsonl").write_text(
+        "".join(json.dumps({**r, "config": {"work_dir": config.work_dir}}) + "\n" for r in lines))
+    assert h2h.lost_progress(config, "rft") == 0.0
