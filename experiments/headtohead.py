@@ -91,6 +91,21 @@ class HeadToHeadConfig:
     def episodes_per_iteration(self) -> int:
         return self.n_train_problems * self.rollouts_per_problem
 
+    @property
+    def train_dir(self) -> Path:
+        """Every training part's runs, one folder per agent (``train/mucode``, ``train/rft``...)."""
+        return Path(self.work_dir) / "train"
+
+    @property
+    def episodes_dir(self) -> Path:
+        """The evaluation cells' saved episodes (a cell stopped midway resumes from them)."""
+        return Path(self.work_dir) / "episodes"
+
+    @property
+    def runs_log(self) -> Path:
+        """The committed record of every ``run`` invocation (:func:`log_run`)."""
+        return Path(self.results_dir) / "runs.jsonl"
+
     def train_preset(self) -> Path:
         """The µCODE/RFT training configuration, written under ``work_dir`` (the cpu preset with
         this experiment's sizes)."""
@@ -107,7 +122,7 @@ class HeadToHeadConfig:
 
     def mucode_verifier(self) -> str | None:
         """µCODE's iteration-1 verifier (trained on the base model's rollouts), once it exists."""
-        path = Path(self.work_dir) / "train" / "mucode" / "iter1" / "verifier"
+        path = self.train_dir / "mucode" / "iter1" / "verifier"
         return str(path) if (path.parent / "verifier.done").is_file() else None
 
     def bench(self, agents: tuple[str, ...], *, train: bool):
@@ -115,12 +130,12 @@ class HeadToHeadConfig:
 
         matched = self.episodes_per_iteration * self.iterations  # episodes every RL method samples
         return BenchConfig(
-            run_dir=self.results_dir, train_dir=str(Path(self.work_dir) / "train"), env_ids=ENVS, agents=agents,
+            run_dir=self.results_dir, train_dir=str(self.train_dir), env_ids=ENVS, agents=agents,
             max_turns=3, bon_n=self.bon_n, temperature=self.temperature, max_new_tokens=self.max_new_tokens,
             seed=self.seed, base_model=self.generator, base_backend=self.backend,
             finetuned_backend=self.backend, verifier=self.mucode_verifier(), train=train,
             train_preset=str(self.train_preset()), backend_kwargs=self.backend_kwargs,
-            episodes_dir=str(Path(self.work_dir) / "episodes"), max_live_episodes=self.max_live_episodes,
+            episodes_dir=str(self.episodes_dir), max_live_episodes=self.max_live_episodes,
             ppo_overrides={"limit": self.train_problems, "episodes_per_update": 16,
                            "total_updates": max(1, matched // 16), "max_new_tokens": self.max_new_tokens,
                            "learning_rate": 1e-5, "gradient_checkpointing": True, "device": "cpu"},
@@ -299,7 +314,7 @@ def log_run(config: HeadToHeadConfig, record: dict) -> None:
                             text=True).stdout.strip()
     record = {**record, "cpu": cpu, "cpus": os.cpu_count(), "commit": commit or None,
               "config": asdict(config)}
-    path = Path(config.results_dir) / "runs.jsonl"
+    path = config.runs_log
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as f:  # one line per invocation: an interrupted append loses only its own line
         f.write(json.dumps(record, default=str) + "\n")
@@ -320,7 +335,7 @@ def stop_on_term() -> None:
 def part_state_dir(config: HeadToHeadConfig, part: str) -> Path:
     """Where a stopped part's progress lives: its training run, or the saved episodes of the
     base model's cells."""
-    return Path(config.work_dir) / ("episodes" if part == "base" else f"train/{part}")
+    return config.episodes_dir if part == "base" else config.train_dir / part
 
 
 def lost_progress(config: HeadToHeadConfig, part: str) -> float:
@@ -330,7 +345,7 @@ def lost_progress(config: HeadToHeadConfig, part: str) -> float:
     ``runs.jsonl`` is committed, the work directory is not: on a new machine, or after the
     directory was moved, ``run`` would silently start the part again from nothing. Only the
     invocations since the part last finished with the same work directory count."""
-    path = Path(config.results_dir) / "runs.jsonl"
+    path = config.runs_log
     if not path.is_file() or part_state_dir(config, part).exists():
         return 0.0
     hours = 0.0
@@ -354,7 +369,7 @@ def run_part(part: str, config: HeadToHeadConfig, *, bon: bool, restart: bool = 
     lost = lost_progress(config, part)
     if lost and not restart:
         raise SystemExit(
-            f"{Path(config.results_dir) / 'runs.jsonl'} records {lost:.1f} h of stopped runs of part "
+            f"{config.runs_log} records {lost:.1f} h of stopped runs of part "
             f"{part!r}, but {part_state_dir(config, part)} does not exist: the work directory was lost "
             "(a new machine) or moved. Run from the checkout that holds it, or pass --restart to start "
             "the part again from nothing.")
@@ -390,7 +405,7 @@ def save_diagnostics(config: HeadToHeadConfig) -> Path:
     from mucode_env.atomic import write_json_atomic
 
     out = Path(config.results_dir) / "diagnostics" / "mucode.json"
-    write_json_atomic(out, run_diagnostics(Path(config.work_dir) / "train" / "mucode"), default=str)
+    write_json_atomic(out, run_diagnostics(config.train_dir / "mucode"), default=str)
     return out
 
 
